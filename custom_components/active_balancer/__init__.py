@@ -1,0 +1,60 @@
+"""The Smart Active Balancer integration (DALY / 100balance 1 A balancers)."""
+
+from __future__ import annotations
+
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryNotReady
+
+from .const import DOMAIN
+from .connection import create_connection
+from .coordinator import BalancerCoordinator
+from .protocol import ConnectionFailed
+
+PLATFORMS: list[Platform] = [
+    Platform.BINARY_SENSOR,
+    Platform.NUMBER,
+    Platform.SENSOR,
+    Platform.SWITCH,
+]
+
+type BalancerConfigEntry = ConfigEntry[BalancerCoordinator]
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> bool:
+    """Connect to the balancer and set up its entities."""
+    try:
+        connection = create_connection(hass, entry.data)
+    except ConnectionFailed as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN,
+            translation_key="device_not_found",
+            translation_placeholders={"error": str(err)},
+        ) from err
+    coordinator = BalancerCoordinator(
+        hass, entry, connection.client, ble_link=connection.ble_link
+    )
+    try:
+        await coordinator.async_config_entry_first_refresh()
+    except BaseException:
+        await connection.release()
+        raise
+    entry.async_on_unload(connection.release)
+    entry.async_on_unload(coordinator.async_clear_issues)
+    entry.async_on_unload(entry.add_update_listener(_async_options_updated))
+    entry.runtime_data = coordinator
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> bool:
+    """Unload the entities; the connection is released by the unload callbacks."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def _async_options_updated(
+    hass: HomeAssistant, entry: BalancerConfigEntry
+) -> None:
+    """Reload when the options change."""
+    await hass.config_entries.async_reload(entry.entry_id)

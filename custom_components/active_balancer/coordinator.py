@@ -1,0 +1,287 @@
+"""Coordinator: one per balancer, polls it and is the one place that writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from homeassistant.components import bluetooth
+from homeassistant.const import CONF_ADDRESS
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import (
+    ConfigEntryNotReady,
+    HomeAssistantError,
+    ServiceValidationError,
+)
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
+
+from .const import (
+    CONF_KEEP_CONNECTED,
+    CONF_POLL_INTERVAL,
+    CONF_SETTINGS_EVERY,
+    DEFAULT_KEEP_CONNECTED,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SETTINGS_EVERY,
+    DOMAIN,
+    LINK_QUALITY_WINDOW,
+    MISWIRED_POLLS,
+)
+from .protocol import (
+    BalancerClient,
+    BalancerError,
+    Chemistry,
+    DeviceInfo,
+    NotSupported,
+    OutOfRange,
+    Reading,
+    Setting,
+    Settings,
+    WriteNotConfirmed,
+)
+from .protocol.model import MIN_PACK_VOLTAGE
+from .protocol.rules import ALL_CHEMISTRIES_RANGE, validate
+
+if TYPE_CHECKING:
+    from . import BalancerConfigEntry
+    from .protocol.ble import BleLink
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BalancerData:
+    """What the entities show: the last reading, settings and link state."""
+
+    info: DeviceInfo
+    reading: Reading
+    settings: Settings
+    link_quality: float
+    """Share of the last polls that succeeded, in percent."""
+
+
+class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
+    """Polls one balancer and writes its settings."""
+
+    config_entry: BalancerConfigEntry
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: BalancerConfigEntry,
+        client: BalancerClient,
+        *,
+        ble_link: BleLink | None = None,
+    ) -> None:
+        """Create the coordinator for *entry*."""
+        interval = entry.options.get(CONF_POLL_INTERVAL, DEFAULT_POLL_INTERVAL)
+        super().__init__(
+            hass,
+            _LOGGER,
+            config_entry=entry,
+            name=entry.title,
+            update_interval=timedelta(seconds=interval),
+            always_update=False,
+        )
+        self.client = client
+        self.ble_link = ble_link
+        self.rssi: int | None = None
+        self._results: deque[bool] = deque(maxlen=LINK_QUALITY_WINDOW)
+        self._implausible_polls = 0
+        self.last_error: str | None = None
+        client.settings_every = entry.options.get(
+            CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY
+        )
+        client.bus.keep_open = entry.options.get(
+            CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED
+        ) or not ble_link
+
+    @property
+    def link_quality(self) -> float:
+        """Share of the recent polls that succeeded, in percent."""
+        if not self._results:
+            return 100.0
+        return round(100 * sum(self._results) / len(self._results), 1)
+
+    async def _async_setup(self) -> None:
+        """Connect: detect the variant and read identity and settings."""
+        try:
+            await self.client.connect()
+        except BalancerError as err:
+            self.last_error = str(err)
+            raise ConfigEntryNotReady(
+                translation_domain=DOMAIN,
+                translation_key="setup_failed",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        if self.ble_link is not None:
+            self.config_entry.async_on_unload(
+                bluetooth.async_register_callback(
+                    self.hass,
+                    self._async_advertisement,
+                    bluetooth.BluetoothCallbackMatcher(
+                        address=self.config_entry.data[CONF_ADDRESS], connectable=True
+                    ),
+                    bluetooth.BluetoothScanningMode.PASSIVE,
+                )
+            )
+            last = bluetooth.async_last_service_info(
+                self.hass, self.config_entry.data[CONF_ADDRESS], connectable=True
+            )
+            if last is not None:
+                self.rssi = last.rssi
+
+    @callback
+    def _async_advertisement(
+        self,
+        service_info: bluetooth.BluetoothServiceInfoBleak,
+        _change: bluetooth.BluetoothChange,
+    ) -> None:
+        """Follow the device's advertisements (best adapter or proxy, RSSI)."""
+        assert self.ble_link is not None
+        self.ble_link.set_device(service_info.device)
+        self.rssi = service_info.rssi
+
+    async def _async_update_data(self) -> BalancerData:
+        """Poll the balancer."""
+        try:
+            reading = await self.client.poll()
+        except BalancerError as err:
+            self._results.append(False)
+            self.last_error = str(err)
+            raise UpdateFailed(
+                translation_domain=DOMAIN,
+                translation_key="update_failed",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        self._results.append(True)
+        assert self.client.info is not None
+        data = BalancerData(
+            info=self.client.info,
+            reading=reading,
+            settings=self.client.settings,
+            link_quality=self.link_quality,
+        )
+        self._check_repairs(data)
+        return data
+
+    async def async_write(self, setting: Setting, value: float | bool) -> None:
+        """The one write helper: validate, write, read back, show at once."""
+        if setting not in self.client.writable_settings():
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="not_writable",
+                translation_placeholders={"setting": setting.value},
+            )
+        try:
+            validate(setting, value, self.client.settings)
+        except OutOfRange as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key=f"invalid_{err.reason}",
+                translation_placeholders=err.placeholders,
+            ) from err
+        if not self.last_update_success:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="unavailable",
+            )
+        try:
+            await self.client.write(setting, value)
+        except WriteNotConfirmed as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="write_not_confirmed",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        except NotSupported as err:
+            raise ServiceValidationError(
+                translation_domain=DOMAIN,
+                translation_key="not_writable",
+                translation_placeholders={"setting": setting.value},
+            ) from err
+        except BalancerError as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="write_failed",
+                translation_placeholders={"error": str(err)},
+            ) from err
+        if self.data is not None:
+            self.async_set_updated_data(
+                dataclasses.replace(self.data, settings=self.client.settings)
+            )
+
+    # --- repairs --------------------------------------------------------------
+
+    def _check_repairs(self, data: BalancerData) -> None:
+        """Raise or clear the repair issues the manuals' rules call for."""
+        reading, settings = data.reading, data.settings
+        chemistry = settings.chemistry
+        low, high = (
+            chemistry.voltage_range if chemistry is not None else ALL_CHEMISTRIES_RANGE
+        )
+        outside = [
+            str(number)
+            for number, volts in enumerate(reading.cell_voltages, start=1)
+            if not low <= volts <= high
+        ]
+        self._implausible_polls = self._implausible_polls + 1 if outside else 0
+        self._issue(
+            "miswired",
+            self._implausible_polls >= MISWIRED_POLLS,
+            {
+                "cells": ", ".join(outside),
+                "chemistry": _chemistry_name(chemistry),
+                "low": f"{low:g}",
+                "high": f"{high:g}",
+            },
+        )
+        self._issue(
+            "cell_count_mismatch",
+            settings.cell_count is not None
+            and settings.cell_count != reading.cell_count,
+            {
+                "configured": str(settings.cell_count),
+                "measured": str(reading.cell_count),
+            },
+        )
+        pack = reading.pack_voltage
+        if pack is None:
+            pack = reading.cell_voltage_sum
+        self._issue(
+            "pack_voltage_low",
+            pack < MIN_PACK_VOLTAGE,
+            {"voltage": f"{pack:.1f}", "minimum": f"{MIN_PACK_VOLTAGE:g}"},
+        )
+
+    def _issue(self, key: str, active: bool, placeholders: dict[str, str]) -> None:
+        issue_id = f"{key}_{self.config_entry.entry_id}"
+        if active:
+            ir.async_create_issue(
+                self.hass,
+                DOMAIN,
+                issue_id,
+                is_fixable=False,
+                severity=ir.IssueSeverity.ERROR
+                if key == "miswired"
+                else ir.IssueSeverity.WARNING,
+                translation_key=key,
+                translation_placeholders={"name": self.config_entry.title}
+                | placeholders,
+            )
+        else:
+            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
+
+    @callback
+    def async_clear_issues(self) -> None:
+        """Remove this entry's repair issues (on unload)."""
+        for key in ("miswired", "cell_count_mismatch", "pack_voltage_low"):
+            ir.async_delete_issue(self.hass, DOMAIN, f"{key}_{self.config_entry.entry_id}")
+
+
+def _chemistry_name(chemistry: Chemistry | None) -> str:
+    return chemistry.name if chemistry is not None else "any"

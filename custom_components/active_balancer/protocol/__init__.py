@@ -1,0 +1,53 @@
+"""Protocol library for DALY / 100balance 1 A smart active balancers.
+
+No Home Assistant imports: this package talks to balancers over a serial line
+(TTL UART, RS485, network serial gateways) or Bluetooth LE, in the D2, p81 and
+A5 protocol variants, and includes a virtual balancer for tests.
+"""
+
+from .client import BalancerClient
+from .errors import (
+    BalancerError,
+    BalancerTimeout,
+    ChecksumError,
+    ConnectionFailed,
+    NotSupported,
+    OutOfRange,
+    UnexpectedReply,
+    WriteNotConfirmed,
+)
+from .link import Bus, BusRegistry, ByteLink, LinkKind
+from .model import (
+    Alarm,
+    Alarms,
+    Chemistry,
+    DeviceInfo,
+    Reading,
+    Setting,
+    Settings,
+    Variant,
+)
+
+__all__ = [
+    "Alarm",
+    "Alarms",
+    "BalancerClient",
+    "BalancerError",
+    "BalancerTimeout",
+    "Bus",
+    "BusRegistry",
+    "ByteLink",
+    "ChecksumError",
+    "Chemistry",
+    "ConnectionFailed",
+    "DeviceInfo",
+    "LinkKind",
+    "NotSupported",
+    "OutOfRange",
+    "Reading",
+    "Setting",
+    "Settings",
+    "UnexpectedReply",
+    "Variant",
+    "WriteNotConfirmed",
+]
