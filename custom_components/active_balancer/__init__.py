@@ -7,8 +7,8 @@ from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
 
-from .const import DOMAIN
 from .connection import create_connection
+from .const import DOMAIN
 from .coordinator import BalancerCoordinator
 from .protocol import ConnectionFailed
 

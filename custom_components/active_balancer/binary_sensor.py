@@ -80,8 +80,7 @@ async def async_setup_entry(
     """Add the binary sensors of one balancer."""
     coordinator = entry.runtime_data
     entities: list[BinarySensorEntity] = [
-        BalancerBinarySensor(coordinator, description)
-        for description in BINARY_SENSORS
+        BalancerBinarySensor(coordinator, description) for description in BINARY_SENSORS
     ]
     entities.append(ConnectivitySensor(coordinator, CONNECTIVITY))
     async_add_entities(entities)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ class Connection:
 
     client: BalancerClient
     ble_link: BleLink | None
-    release: Callable[[], Awaitable[None]]
+    release: Callable[[], Coroutine[Any, Any, None]]
 
 
 def configured_variant(data: Mapping[str, Any]) -> Variant | None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections import deque
+import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
+import logging
 from typing import TYPE_CHECKING
 
 from homeassistant.components import bluetooth
@@ -96,9 +96,10 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         client.settings_every = entry.options.get(
             CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY
         )
-        client.bus.keep_open = entry.options.get(
-            CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED
-        ) or not ble_link
+        client.bus.keep_open = (
+            entry.options.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED)
+            or not ble_link
+        )
 
     @property
     def link_quality(self) -> float:
@@ -280,7 +281,9 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
     def async_clear_issues(self) -> None:
         """Remove this entry's repair issues (on unload)."""
         for key in ("miswired", "cell_count_mismatch", "pack_voltage_low"):
-            ir.async_delete_issue(self.hass, DOMAIN, f"{key}_{self.config_entry.entry_id}")
+            ir.async_delete_issue(
+                self.hass, DOMAIN, f"{key}_{self.config_entry.entry_id}"
+            )
 
 
 def _chemistry_name(chemistry: Chemistry | None) -> str:

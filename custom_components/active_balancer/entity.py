@@ -60,7 +60,7 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
         )
         self._written: Any = None
 
-    def _shown(self) -> Any:  # noqa: ANN401
+    def _shown(self) -> Any:
         """What the entity shows; compared to decide whether to write state."""
         return None
 

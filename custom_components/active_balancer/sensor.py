@@ -38,7 +38,9 @@ class BalancerSensorDescription(SensorEntityDescription):
     exists_fn: Callable[[BalancerData], bool] = lambda _: True
 
 
-def _voltage(key: str, fn: Callable[[BalancerData], StateType]) -> BalancerSensorDescription:
+def _voltage(
+    key: str, fn: Callable[[BalancerData], StateType]
+) -> BalancerSensorDescription:
     return BalancerSensorDescription(
         key=key,
         translation_key=key,

@@ -8,8 +8,8 @@ better adapter or proxy sees the device.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
+import logging
 from typing import Any, Protocol
 
 from bleak.backends.device import BLEDevice
@@ -45,7 +45,7 @@ class GattClient(Protocol):
     ) -> None:
         """Write a characteristic."""
 
-    async def disconnect(self) -> Any:  # noqa: ANN401
+    async def disconnect(self) -> Any:
         """Disconnect."""
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 import dataclasses
 import logging
-from collections.abc import Sequence
+from typing import Any
 
 from . import codec
 from .errors import (
@@ -123,7 +124,7 @@ class BalancerClient:
                 self._a5_host = host
                 self._a5_counts = codec.decode_a5_counts(_a5(frames))
                 return
-            assert last is not None  # noqa: S101
+            assert last is not None
             raise last
         table = MODBUS_TABLES[variant]
         try:
@@ -181,12 +182,12 @@ class BalancerClient:
                 await self.read_settings()
             self.reading = await self._read_live()
         self._polls_since_settings += 1
-        assert self.reading is not None  # noqa: S101
+        assert self.reading is not None
         await self.bus.idle()
         return self.reading
 
     async def _read_live(self) -> Reading:
-        assert self.info is not None  # noqa: S101
+        assert self.info is not None
         if self.info.variant is Variant.A5:
             return await self._read_a5_live()
         return await self._read_modbus_live(MODBUS_TABLES[self.info.variant])
@@ -229,7 +230,9 @@ class BalancerClient:
 
     async def _read_block(self, table: ModbusTable, block: Block) -> dict[int, int]:
         board = self.address
-        frames = await self.bus.exchange(codec.read_request(table.variant, board, block))
+        frames = await self.bus.exchange(
+            codec.read_request(table.variant, board, block)
+        )
         return codec.registers_of(block, frames[0])
 
     async def read_settings(self) -> Settings:
@@ -277,7 +280,7 @@ class BalancerClient:
         number = validate(setting, value, self.settings)
         if self.info is None:
             await self.connect()
-        assert self.info is not None  # noqa: S101
+        assert self.info is not None
         variant = self.info.variant
         if variant is Variant.A5:
             msg = (
@@ -310,9 +313,10 @@ class BalancerClient:
         if setting is Setting.BALANCER_ENABLED:
             ok = confirmed == bool(number)
         else:
-            ok = isinstance(confirmed, int | float) and abs(
-                float(confirmed) - number
-            ) <= RULES[setting].step / 2
+            ok = (
+                isinstance(confirmed, int | float)
+                and abs(float(confirmed) - number) <= RULES[setting].step / 2
+            )
         # Read the other settings again on the next poll.
         self._polls_since_settings = self.settings_every
         if not ok:
@@ -321,7 +325,8 @@ class BalancerClient:
                 f"{confirmed!r}"
             )
             raise WriteNotConfirmed(msg)
-        self.settings = dataclasses.replace(self.settings, **{setting.value: confirmed})
+        changes: dict[str, Any] = {setting.value: confirmed}
+        self.settings = dataclasses.replace(self.settings, **changes)
         await self.bus.idle()
         return float(number) if setting is not Setting.BALANCER_ENABLED else number
 
@@ -337,7 +342,7 @@ class BalancerClient:
         """Set the sleep time; 65535 means never sleep."""
         return await self.write(Setting.SLEEP_TIME, seconds)
 
-    async def set_balancer_enabled(self, enabled: bool) -> bool:  # noqa: FBT001
+    async def set_balancer_enabled(self, enabled: bool) -> bool:
         """Switch balancing on or off."""
         return bool(await self.write(Setting.BALANCER_ENABLED, enabled))
 

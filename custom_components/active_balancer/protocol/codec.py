@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+import math
 
 from .crc import a5_checksum, append_crc
 from .errors import UnexpectedReply
@@ -161,9 +161,7 @@ def decode_modbus_live(table: ModbusTable, regs: Mapping[int, int]) -> Reading:
         bits = 0
         for word in range(live.balance_bits_words):
             bits |= regs[live.balance_bits + word] << (16 * word)
-        balancing_cells = frozenset(
-            i + 1 for i in range(cell_count) if bits >> i & 1
-        )
+        balancing_cells = frozenset(i + 1 for i in range(cell_count) if bits >> i & 1)
     alarm_bytes = b"".join(_u16(regs[live.alarms + i]) for i in range(4))
     return Reading(
         cell_voltages=cells,

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+import logging
 from typing import Protocol
 
 from .codec import Request
@@ -125,7 +125,7 @@ class Bus:
                     request.frame.hex(),
                     err,
                 )
-        assert last_error is not None  # noqa: S101
+        assert last_error is not None
         raise last_error
 
     async def _ensure_open(self) -> None:

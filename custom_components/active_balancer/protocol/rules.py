@@ -7,8 +7,8 @@ depend on the protocol variant; which register holds a setting does (see
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+import math
 
 from .errors import OutOfRange
 from .model import (

@@ -1,0 +1,488 @@
+"""Config flow: Bluetooth discovery, Bluetooth pick list, serial port or URL."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+import logging
+from typing import Any
+
+from homeassistant.components import usb
+from homeassistant.components.bluetooth import (
+    BluetoothServiceInfoBleak,
+    async_discovered_service_info,
+)
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    OptionsFlow,
+)
+from homeassistant.const import CONF_ADDRESS
+from homeassistant.core import callback
+from homeassistant.helpers.selector import (
+    BooleanSelector,
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectOptionDict,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+)
+import serialx
+import voluptuous as vol
+
+from .connection import create_connection
+from .const import (
+    CONF_BAUDRATE,
+    CONF_KEEP_CONNECTED,
+    CONF_POLL_INTERVAL,
+    CONF_PORT,
+    CONF_PROTOCOL,
+    CONF_RS485_ADDRESS,
+    CONF_SETTINGS_EVERY,
+    CONF_TRANSPORT,
+    CONF_VARIANT,
+    DEFAULT_BAUDRATE,
+    DEFAULT_KEEP_CONNECTED,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RS485_ADDRESS,
+    DEFAULT_SETTINGS_EVERY,
+    DOMAIN,
+    MAX_POLL_INTERVAL,
+    MIN_POLL_INTERVAL,
+    PROTOCOL_AUTO,
+    TRANSPORT_BLE,
+    TRANSPORT_SERIAL,
+)
+from .protocol import (
+    BalancerError,
+    BalancerTimeout,
+    ConnectionFailed,
+    DeviceInfo,
+    NotSupported,
+    UnexpectedReply,
+    Variant,
+)
+from .protocol.serial import check_port
+
+_LOGGER = logging.getLogger(__name__)
+
+MANUAL_PORT = "manual"
+BAUDRATES = ["1200", "2400", "4800", "9600", "19200", "38400", "57600", "115200"]
+PROTOCOLS = [PROTOCOL_AUTO, *(variant.value for variant in Variant)]
+
+NAME_PREFIXES = ("DL-", "JHB-")
+MANUFACTURER_IDS = frozenset({0x0102, 0x0104, 0x0106, 0x0302, 0x0303, 0x0402})
+MANUFACTURER_TAGS = (b"DL", b"JHB", b"DL\x00", b"JHB\x00")
+SERVICE_UUID = "0000fff0-0000-1000-8000-00805f9b34fb"
+
+
+def looks_like_balancer(info: BluetoothServiceInfoBleak) -> bool:
+    """Whether an advertisement may come from a balancer's dongle.
+
+    Only a protocol probe decides; this keeps unrelated devices off the list.
+    """
+    if (info.name or "").upper().startswith(NAME_PREFIXES):
+        return True
+    for company, payload in info.manufacturer_data.items():
+        if company in MANUFACTURER_IDS or payload.endswith(MANUFACTURER_TAGS):
+            return True
+    return SERVICE_UUID in info.service_uuids
+
+
+class ProbeError(Exception):
+    """The probe failed; ``reason`` is the translation key of the error."""
+
+    def __init__(self, reason: str) -> None:
+        """Create the error."""
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Add a balancer over Bluetooth or a serial line."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        """Create the flow."""
+        self._discovery: BluetoothServiceInfoBleak | None = None
+        self._discovered: dict[str, BluetoothServiceInfoBleak] = {}
+        self._info: DeviceInfo | None = None
+        self._cells = 0
+        self._serial_input: dict[str, Any] = {}
+
+    # --- probing --------------------------------------------------------------
+
+    async def _probe(self, data: Mapping[str, Any]) -> tuple[DeviceInfo, int]:
+        """Connect to the balancer described by *data*; return its identity."""
+        try:
+            connection = create_connection(self.hass, data, probing=True)
+        except ConnectionFailed as err:
+            raise ProbeError("cannot_connect") from err
+        try:
+            info = await connection.client.connect()
+            reading = connection.client.reading
+        except ConnectionFailed as err:
+            _LOGGER.debug("Could not connect: %s", err)
+            raise ProbeError("cannot_connect") from err
+        except BalancerTimeout as err:
+            _LOGGER.debug("No answer: %s", err)
+            raise ProbeError("no_response") from err
+        except (UnexpectedReply, NotSupported) as err:
+            _LOGGER.debug("Not a balancer: %s", err)
+            raise ProbeError("not_a_balancer") from err
+        except BalancerError as err:
+            _LOGGER.debug("Probe failed: %s", err)
+            raise ProbeError("cannot_connect") from err
+        finally:
+            await connection.release()
+        return info, reading.cell_count if reading else 0
+
+    def _placeholders(self, name: str) -> dict[str, str]:
+        assert self._info is not None
+        return {
+            "name": name,
+            "protocol": self._info.variant.name,
+            "cells": str(self._cells),
+            "firmware": self._info.software_version or "unknown",
+        }
+
+    def _title(self, where: str) -> str:
+        assert self._info is not None
+        return f"Balancer {self._cells}S ({where})"
+
+    # --- Bluetooth ------------------------------------------------------------
+
+    async def async_step_bluetooth(
+        self, discovery_info: BluetoothServiceInfoBleak
+    ) -> ConfigFlowResult:
+        """A balancer's dongle was discovered."""
+        await self.async_set_unique_id(discovery_info.address)
+        self._abort_if_unique_id_configured()
+        self._discovery = discovery_info
+        self.context["title_placeholders"] = {"name": discovery_info.name}
+        return await self.async_step_bluetooth_confirm()
+
+    async def async_step_bluetooth_confirm(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Probe the discovered device, then ask for confirmation."""
+        assert self._discovery is not None
+        data = {CONF_TRANSPORT: TRANSPORT_BLE, CONF_ADDRESS: self._discovery.address}
+        if self._info is None:
+            try:
+                self._info, self._cells = await self._probe(data)
+            except ProbeError as err:
+                reason = (
+                    "cannot_connect"
+                    if err.reason == "cannot_connect"
+                    else ("not_a_balancer")
+                )
+                return self.async_abort(reason=reason)
+        if user_input is not None:
+            return self._create_ble_entry(self._discovery)
+        self._set_confirm_only()
+        return self.async_show_form(
+            step_id="bluetooth_confirm",
+            description_placeholders=self._placeholders(self._discovery.name),
+        )
+
+    def _create_ble_entry(self, info: BluetoothServiceInfoBleak) -> ConfigFlowResult:
+        assert self._info is not None
+        return self.async_create_entry(
+            title=info.name or info.address,
+            data={
+                CONF_TRANSPORT: TRANSPORT_BLE,
+                CONF_ADDRESS: info.address,
+                CONF_VARIANT: self._info.variant.value,
+            },
+        )
+
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Choose how the balancer is connected."""
+        return self.async_show_menu(menu_options=["pick_bluetooth", "serial"])
+
+    async def async_step_pick_bluetooth(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Pick one of the balancers seen over Bluetooth."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            address = user_input[CONF_ADDRESS]
+            await self.async_set_unique_id(address, raise_on_progress=False)
+            self._abort_if_unique_id_configured()
+            try:
+                self._info, self._cells = await self._probe(
+                    {CONF_TRANSPORT: TRANSPORT_BLE, CONF_ADDRESS: address}
+                )
+            except ProbeError as err:
+                errors["base"] = err.reason
+            else:
+                return self._create_ble_entry(self._discovered[address])
+        configured = self._async_current_ids(include_ignore=False)
+        for info in async_discovered_service_info(self.hass, connectable=True):
+            if info.address not in configured and looks_like_balancer(info):
+                self._discovered[info.address] = info
+        if not self._discovered:
+            return self.async_abort(reason="no_devices_found")
+        return self.async_show_form(
+            step_id="pick_bluetooth",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_ADDRESS): vol.In(
+                        {
+                            address: f"{info.name} ({address})"
+                            for address, info in self._discovered.items()
+                        }
+                    )
+                }
+            ),
+            errors=errors,
+        )
+
+    # --- serial ---------------------------------------------------------------
+
+    async def _port_options(self) -> list[SelectOptionDict]:
+        ports = await serialx.async_list_serial_ports()
+        options: list[SelectOptionDict] = []
+        for port in ports:
+            path = await self.hass.async_add_executor_job(
+                usb.get_serial_by_id, port.device
+            )
+            label = usb.human_readable_device_name(
+                port.device,
+                port.serial_number,
+                port.manufacturer,
+                port.product,
+                port.vid,
+                port.pid,
+            )
+            options.append(SelectOptionDict(value=path, label=label))
+        options.append(SelectOptionDict(value=MANUAL_PORT, label=MANUAL_PORT))
+        return options
+
+    async def async_step_serial(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Pick a serial port, or choose to type a path or URL."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            self._serial_input = user_input
+            if user_input[CONF_PORT] == MANUAL_PORT:
+                return await self.async_step_serial_manual()
+            result = await self._async_serial_done(user_input, errors)
+            if result is not None:
+                return result
+        return self.async_show_form(
+            step_id="serial",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema(
+                    {
+                        vol.Required(CONF_PORT): SelectSelector(
+                            SelectSelectorConfig(
+                                options=await self._port_options(),
+                                translation_key="port",
+                                mode=SelectSelectorMode.DROPDOWN,
+                            )
+                        ),
+                        **_line_schema(),
+                    }
+                ),
+                user_input,
+            ),
+            errors=errors,
+        )
+
+    async def async_step_serial_manual(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Type a device path or a socket:// / rfc2217:// URL."""
+        errors: dict[str, str] = {}
+        if user_input is not None and CONF_PORT in user_input:
+            result = await self._async_serial_done(
+                self._serial_input | user_input, errors
+            )
+            if result is not None:
+                return result
+        return self.async_show_form(
+            step_id="serial_manual",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema({vol.Required(CONF_PORT): TextSelector()}),
+                user_input if user_input and CONF_PORT in user_input else {},
+            ),
+            errors=errors,
+        )
+
+    async def _async_serial_done(
+        self, user_input: dict[str, Any], errors: dict[str, str]
+    ) -> ConfigFlowResult | None:
+        """Probe; create the entry or fill *errors* and return None."""
+        data = await self._async_check_serial(user_input, errors)
+        if data is None:
+            return None
+        assert self._info is not None
+        unique_id = self._info.serial_number or _port_identity(data)
+        await self.async_set_unique_id(unique_id, raise_on_progress=False)
+        self._abort_if_unique_id_configured()
+        if self._port_in_use(data):
+            return self.async_abort(reason="already_configured")
+        return self.async_create_entry(
+            title=self._title(data[CONF_PORT]),
+            data=data,
+        )
+
+    async def _async_check_serial(
+        self, user_input: Mapping[str, Any], errors: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """Validate and probe a serial configuration; None when it failed."""
+        try:
+            port = check_port(str(user_input[CONF_PORT]))
+        except ValueError:
+            errors[CONF_PORT] = "invalid_port"
+            return None
+        data: dict[str, Any] = {
+            CONF_TRANSPORT: TRANSPORT_SERIAL,
+            CONF_PORT: port,
+            CONF_BAUDRATE: int(user_input.get(CONF_BAUDRATE, DEFAULT_BAUDRATE)),
+            CONF_PROTOCOL: user_input.get(CONF_PROTOCOL, PROTOCOL_AUTO),
+            CONF_RS485_ADDRESS: int(
+                user_input.get(CONF_RS485_ADDRESS, DEFAULT_RS485_ADDRESS)
+            ),
+        }
+        try:
+            self._info, self._cells = await self._probe(data)
+        except ProbeError as err:
+            errors["base"] = err.reason
+            return None
+        data[CONF_VARIANT] = self._info.variant.value
+        return data
+
+    def _port_in_use(
+        self, data: Mapping[str, Any], ignore: ConfigEntry | None = None
+    ) -> bool:
+        """Whether another entry already uses this port and RS485 address."""
+        identity = _port_identity(data)
+        return any(
+            entry is not ignore
+            and entry.data.get(CONF_TRANSPORT) == TRANSPORT_SERIAL
+            and _port_identity(entry.data) == identity
+            for entry in self._async_current_entries(include_ignore=False)
+        )
+
+    # --- reconfigure ----------------------------------------------------------
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Change the port, URL, line settings or RS485 address."""
+        entry = self._get_reconfigure_entry()
+        if entry.data[CONF_TRANSPORT] != TRANSPORT_SERIAL:
+            return self.async_abort(reason="reconfigure_ble")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            data = await self._async_check_serial(user_input, errors)
+            if data is not None:
+                if self._port_in_use(data, ignore=entry):
+                    return self.async_abort(reason="already_configured")
+                return self.async_update_reload_and_abort(entry, data=data)
+        suggested = user_input or {
+            key: entry.data.get(key)
+            for key in (CONF_PORT, CONF_BAUDRATE, CONF_PROTOCOL, CONF_RS485_ADDRESS)
+        }
+        if CONF_BAUDRATE in suggested:
+            suggested[CONF_BAUDRATE] = str(suggested[CONF_BAUDRATE])
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema({vol.Required(CONF_PORT): TextSelector(), **_line_schema()}),
+                suggested,
+            ),
+            errors=errors,
+        )
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: ConfigEntry) -> BalancerOptionsFlow:
+        """Options: poll interval, BLE link, settings refresh."""
+        return BalancerOptionsFlow()
+
+
+class BalancerOptionsFlow(OptionsFlow):
+    """Options of one balancer."""
+
+    async def async_step_init(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Show and save the options."""
+        if user_input is not None:
+            return self.async_create_entry(
+                data={
+                    CONF_POLL_INTERVAL: int(user_input[CONF_POLL_INTERVAL]),
+                    CONF_KEEP_CONNECTED: user_input[CONF_KEEP_CONNECTED],
+                    CONF_SETTINGS_EVERY: int(user_input[CONF_SETTINGS_EVERY]),
+                }
+            )
+        options = self.config_entry.options
+        return self.async_show_form(
+            step_id="init",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(
+                        CONF_POLL_INTERVAL,
+                        default=options.get(CONF_POLL_INTERVAL, DEFAULT_POLL_INTERVAL),
+                    ): NumberSelector(
+                        NumberSelectorConfig(
+                            min=MIN_POLL_INTERVAL,
+                            max=MAX_POLL_INTERVAL,
+                            step=1,
+                            unit_of_measurement="s",
+                            mode=NumberSelectorMode.BOX,
+                        )
+                    ),
+                    vol.Required(
+                        CONF_KEEP_CONNECTED,
+                        default=options.get(
+                            CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED
+                        ),
+                    ): BooleanSelector(),
+                    vol.Required(
+                        CONF_SETTINGS_EVERY,
+                        default=options.get(
+                            CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY
+                        ),
+                    ): NumberSelector(
+                        NumberSelectorConfig(
+                            min=1, max=1000, step=1, mode=NumberSelectorMode.BOX
+                        )
+                    ),
+                }
+            ),
+        )
+
+
+def _line_schema() -> dict[Any, Any]:
+    """Fields shared by the serial, manual and reconfigure steps."""
+    return {
+        vol.Required(CONF_BAUDRATE, default=str(DEFAULT_BAUDRATE)): SelectSelector(
+            SelectSelectorConfig(options=BAUDRATES, mode=SelectSelectorMode.DROPDOWN)
+        ),
+        vol.Required(CONF_PROTOCOL, default=PROTOCOL_AUTO): SelectSelector(
+            SelectSelectorConfig(
+                options=PROTOCOLS,
+                translation_key="protocol",
+                mode=SelectSelectorMode.DROPDOWN,
+            )
+        ),
+        vol.Required(CONF_RS485_ADDRESS, default=DEFAULT_RS485_ADDRESS): NumberSelector(
+            NumberSelectorConfig(min=1, max=15, step=1, mode=NumberSelectorMode.BOX)
+        ),
+    }
+
+
+def _port_identity(data: Mapping[str, Any]) -> str:
+    return f"{data[CONF_PORT]}-{data.get(CONF_RS485_ADDRESS, DEFAULT_RS485_ADDRESS)}"
