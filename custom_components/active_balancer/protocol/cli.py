@@ -59,6 +59,7 @@ EXIT_INTERRUPTED = 130
 DEFAULT_BAUDRATE = 9600
 BLE_SCAN_TIMEOUT = 10.0
 LOOPBACK = "127.0.0.1"
+MAX_SIMULATED_CELLS = 32
 
 NOMINAL_CELL_VOLTAGE: dict[Chemistry, float] = {
     Chemistry.LFP: 3.300,
@@ -216,8 +217,11 @@ def _tcp_port(text: str) -> int:
 
 def _cell_count(text: str) -> int:
     value = _positive_int(text)
-    if not 3 <= value <= 32:  # noqa: PLR2004
-        msg = f"the balancers handle 3..32 cells, not {text!r}"
+    if value > MAX_SIMULATED_CELLS:
+        msg = (
+            f"the simulator handles 1..{MAX_SIMULATED_CELLS} cells (D2 has "
+            f"{MAX_SIMULATED_CELLS} cell registers), not {text!r}"
+        )
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -419,6 +423,11 @@ def _add_simulate(commands: Any) -> None:
     faults.add_argument(
         "--fault-silent", action="store_true", help="never answer at all"
     )
+    faults.add_argument(
+        "--fault-disconnect-mid-frame",
+        action="store_true",
+        help="a disconnect fault sends half a reply before dropping the link",
+    )
     faults.add_argument("--seed", type=int, help="random seed for the faults")
 
 
@@ -432,10 +441,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    package = logging.getLogger(__package__ or "protocol")
+    handler: logging.Handler | None = None
+    level = package.level
     if getattr(args, "verbose", False):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        package = logging.getLogger(__package__ or "protocol")
         package.addHandler(handler)
         package.setLevel(logging.DEBUG)
     try:
@@ -445,6 +456,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_OK
         _error("interrupted")
         return EXIT_INTERRUPTED
+    finally:
+        if handler is not None:
+            package.removeHandler(handler)
+            package.setLevel(level)
 
 
 async def async_main(argv: Sequence[str]) -> int:
@@ -897,6 +912,8 @@ def _faults(args: argparse.Namespace) -> Any:
         values["chunk_size"] = args.fault_chunk_size
     if args.fault_silent:
         values["silent"] = True
+    if args.fault_disconnect_mid_frame:
+        values["disconnect_mid_frame"] = True
     if args.seed is not None:
         values["seed"] = args.seed
     if not values:

@@ -1,0 +1,48 @@
+"""A virtual DALY / 100balance balancer, and the lines to reach it.
+
+* :class:`VirtualBalancer`: the device model, answering D2, p81 and A5.
+* :class:`Faults`: what goes wrong on the line, random (seeded) or one-shot.
+* :func:`serve_tcp` / :func:`serve_pty`: a serial line for
+  :class:`..serial.SerialLink` (``socket://`` URL or pty path).
+* :func:`fake_connector`: a BLE connection for :class:`..ble.BleLink`.
+"""
+
+from .device import (
+    CHEMISTRY_DEFAULTS,
+    RecordedWrite,
+    Reply,
+    RequestParser,
+    VirtualBalancer,
+)
+from .fake_ble import FakeBleakClient, FakeConnector, fake_connector, fake_device
+from .faults import FAULT_KINDS, Faults
+from .servers import (
+    Line,
+    PtyServer,
+    TcpServer,
+    VirtualServer,
+    loopback_host,
+    serve_pty,
+    serve_tcp,
+)
+
+__all__ = [
+    "CHEMISTRY_DEFAULTS",
+    "FAULT_KINDS",
+    "FakeBleakClient",
+    "FakeConnector",
+    "Faults",
+    "Line",
+    "PtyServer",
+    "RecordedWrite",
+    "Reply",
+    "RequestParser",
+    "TcpServer",
+    "VirtualBalancer",
+    "VirtualServer",
+    "fake_connector",
+    "fake_device",
+    "loopback_host",
+    "serve_pty",
+    "serve_tcp",
+]

@@ -1,0 +1,1 @@
+"""Tests of the protocol package (no Home Assistant needed)."""
