@@ -124,7 +124,8 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             raise ProbeError("cannot_connect") from err
         try:
             info = await connection.client.connect()
-            reading = connection.client.reading
+            # A5 detection reads no live values; one poll gives the cell count.
+            reading = connection.client.reading or await connection.client.poll()
         except ConnectionFailed as err:
             _LOGGER.debug("Could not connect: %s", err)
             raise ProbeError("cannot_connect") from err
@@ -139,7 +140,7 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             raise ProbeError("cannot_connect") from err
         finally:
             await connection.release()
-        return info, reading.cell_count if reading else 0
+        return info, reading.cell_count
 
     def _placeholders(self, name: str) -> dict[str, str]:
         assert self._info is not None
@@ -394,8 +395,7 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             key: entry.data.get(key)
             for key in (CONF_PORT, CONF_BAUDRATE, CONF_PROTOCOL, CONF_RS485_ADDRESS)
         }
-        if CONF_BAUDRATE in suggested:
-            suggested[CONF_BAUDRATE] = str(suggested[CONF_BAUDRATE])
+        suggested[CONF_BAUDRATE] = str(suggested.get(CONF_BAUDRATE) or DEFAULT_BAUDRATE)
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(

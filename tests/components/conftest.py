@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
+from datetime import timedelta
+import time
 from typing import Any
+from unittest.mock import PropertyMock, patch
 
-import pytest
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData
+from homeassistant.components import bluetooth
+from homeassistant.components.bluetooth import BluetoothServiceInfoBleak
+from homeassistant.const import CONF_ADDRESS, Platform
 from homeassistant.core import HomeAssistant
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from homeassistant.util import dt as dt_util
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.syrupy import (
+    HomeAssistantSnapshotExtension,
+)
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
@@ -16,13 +32,17 @@ from custom_components.active_balancer.const import (
     CONF_RS485_ADDRESS,
     CONF_TRANSPORT,
     CONF_VARIANT,
+    DEFAULT_POLL_INTERVAL,
     DOMAIN,
+    TRANSPORT_BLE,
     TRANSPORT_SERIAL,
 )
 from custom_components.active_balancer.protocol import Chemistry
 from custom_components.active_balancer.protocol.virtual import (
+    FakeConnector,
     VirtualBalancer,
     VirtualServer,
+    fake_connector,
     serve_tcp,
 )
 
@@ -103,3 +123,130 @@ async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     """Set up *entry* and wait until everything settled."""
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
+
+
+# --- Platform, coordinator, repair and diagnostics tests ---------------------
+
+BLE_ADDRESS = "DA:17:BA:1A:0C:E5"
+BLE_NAME = "DL-DA17BA1A0CE5"
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Generator[None]:
+    """Create every entity enabled, also those disabled by default."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        return_value=True,
+        new_callable=PropertyMock,
+    ):
+        yield
+
+
+async def async_next_poll(
+    hass: HomeAssistant, seconds: float = DEFAULT_POLL_INTERVAL
+) -> None:
+    """Let *seconds* pass for the poll timer and wait until the poll is done.
+
+    The clock is not frozen (freezegun would freeze the event loop's clock
+    too, and the real socket timeouts with it): the poll timer is fired early.
+    """
+    async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=seconds))
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+
+def ble_service_info(
+    rssi: int = -60,
+    *,
+    source: str = "local",
+    manufacturer_data: dict[int, bytes] | None = None,
+) -> BluetoothServiceInfoBleak:
+    """An advertisement of the balancer's Bluetooth dongle."""
+    manufacturer_data = manufacturer_data or {}
+    device = BLEDevice(BLE_ADDRESS, BLE_NAME, {"source": source}, rssi)
+    return BluetoothServiceInfoBleak(
+        name=BLE_NAME,
+        address=BLE_ADDRESS,
+        rssi=rssi,
+        manufacturer_data=manufacturer_data,
+        service_data={},
+        service_uuids=[],
+        source=source,
+        device=device,
+        advertisement=AdvertisementData(
+            local_name=BLE_NAME,
+            manufacturer_data=manufacturer_data,
+            service_data={},
+            service_uuids=[],
+            tx_power=-127,
+            rssi=rssi,
+            platform_data=(),
+        ),
+        connectable=True,
+        time=time.monotonic(),
+        tx_power=None,
+    )
+
+
+def inject_advertisement(hass: HomeAssistant, info: BluetoothServiceInfoBleak) -> None:
+    """Hand *info* to Home Assistant's Bluetooth manager, like a scanner does."""
+    bluetooth.async_get_advertisement_callback(hass)(info)
+
+
+@pytest.fixture
+async def ble_connector(
+    balancer: VirtualBalancer, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[FakeConnector]:
+    """Bluetooth connections reach the virtual balancer through a fake client."""
+    from custom_components.active_balancer.protocol import ble
+
+    connector = fake_connector(balancer)
+    monkeypatch.setattr(ble, "establish_connection", connector)
+    yield connector
+    await connector.close()
+
+
+@pytest.fixture
+def ble_entry(
+    hass: HomeAssistant, enable_bluetooth: None, ble_connector: FakeConnector
+) -> MockConfigEntry:
+    """A config entry for the virtual balancer behind a Bluetooth dongle.
+
+    The dongle has been seen advertising at -60 dBm.
+    """
+    inject_advertisement(hass, ble_service_info(-60))
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Balancer BLE",
+        data={
+            CONF_TRANSPORT: TRANSPORT_BLE,
+            CONF_ADDRESS: BLE_ADDRESS,
+            CONF_PROTOCOL: "auto",
+            CONF_VARIANT: "d2",
+        },
+        unique_id=BLE_ADDRESS,
+    )
+    entry.add_to_hass(hass)
+    return entry
+
+
+async def setup_platforms(
+    hass: HomeAssistant, entry: MockConfigEntry, *platforms: Platform
+) -> None:
+    """Set up *entry* with only *platforms* loaded."""
+    with patch("custom_components.active_balancer.PLATFORMS", list(platforms)):
+        await setup_entry(hass, entry)
+
+
+def name_entry_for(hass: HomeAssistant, entry: MockConfigEntry, cells: int) -> None:
+    """Title the entry after the served balancer's size (entity ids follow)."""
+    hass.config_entries.async_update_entry(entry, title=f"Balancer {cells}S")
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Snapshots in Home Assistant's format, under snapshots/.
+
+    The harness defines the same fixture, but syrupy's own one wins over a
+    plugin's; a conftest fixture wins over both.
+    """
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)

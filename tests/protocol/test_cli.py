@@ -7,6 +7,7 @@ from collections.abc import Callable, Coroutine, Iterator
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 from pathlib import Path
 import re
@@ -19,13 +20,24 @@ from typing import Any
 import pytest
 
 from custom_components.active_balancer.protocol import ble as ble_module, cli
+from custom_components.active_balancer.protocol.client import BalancerClient
+from custom_components.active_balancer.protocol.errors import (
+    BalancerTimeout,
+    OutOfRange,
+)
+from custom_components.active_balancer.protocol.link import Bus
 from custom_components.active_balancer.protocol.model import (
+    Alarm,
+    Alarms,
     Chemistry,
+    Reading,
     Setting,
     Settings,
     Variant,
 )
+from custom_components.active_balancer.protocol.serial import SerialLink
 from custom_components.active_balancer.protocol.virtual import (
+    Faults,
     VirtualBalancer,
     fake_connector,
     serve_pty,
@@ -317,6 +329,53 @@ def test_set_over_a5_is_refused(
     assert _writes(balancer) == []
 
 
+def test_set_experimental_current_limit(
+    capsys: pytest.CaptureFixture[str], d2: tuple[str, VirtualBalancer]
+) -> None:
+    """The unconfirmed 0xD0 register is written with a warning."""
+    port, balancer = d2
+    code, out, err = _run(
+        capsys, "set", "--port", port, "balance_current_limit", "500mA"
+    )
+    assert code == 0, err
+    assert "EXPERIMENTAL" in err
+    assert _writes(balancer) == [(Variant.D2, 0xD0, 5)]
+    assert "balance_current_limit = 0.5 A" in out
+
+
+def test_set_p81_sleep_time_off_its_grid(
+    capsys: pytest.CaptureFixture[str], d2: tuple[str, VirtualBalancer]
+) -> None:
+    """p81 stores the sleep time in 10 s steps: 3605 s is refused, not written."""
+    port, balancer = d2
+    code, _, err = _run(
+        capsys, "set", "--port", port, "--protocol", "p81", "sleep_time", "3605"
+    )
+    assert code == 2
+    assert "steps of 10 s" in err
+    assert _writes(balancer) == []
+    code, _, err = _run(
+        capsys, "set", "--port", port, "--protocol", "p81", "sleep_time", "3600"
+    )
+    assert code == 0, err
+    assert _writes(balancer) == [(Variant.P81, 0x115, 360)]
+
+
+async def test_client_write_before_connect_checks_chemistry(
+    socket_enabled: None,
+) -> None:
+    """Regression: ``write`` without ``connect`` still applies the LFP range."""
+    balancer = VirtualBalancer(chemistry=Chemistry.LFP)
+    async with await serve_tcp([balancer]) as server:
+        client = BalancerClient(Bus(SerialLink(server.url)), variant=Variant.D2)
+        try:
+            with pytest.raises(OutOfRange, match="LFP"):
+                await client.write(Setting.BALANCE_START_VOLTAGE, 3.9)
+        finally:
+            await client.close()
+    assert balancer.writes == []
+
+
 # --- probe / watch ------------------------------------------------------------
 
 
@@ -342,6 +401,19 @@ def test_probe_only_a5(capsys: pytest.CaptureFixture[str], served: Served) -> No
     assert re.search(r"a5\s+answers", out)
     assert re.search(r"d2\s+no answer", out)
     assert re.search(r"p81\s+no answer", out)
+
+
+def test_probe_nothing_answers(
+    capsys: pytest.CaptureFixture[str], served: Served
+) -> None:
+    """A silent line: every variant reported, exit 1."""
+    port, _ = served.start(faults=Faults(silent=True))
+    code, out, err = _run(
+        capsys, "probe", "--port", port, "--protocol", "d2", "--timeout", "0.05"
+    )
+    assert code == 1
+    assert re.search(r"d2\s+no answer", out)
+    assert "no protocol variant answered" in err
 
 
 def test_watch_count(
@@ -381,6 +453,238 @@ def test_watch_json_lines(
     assert all(line["cell_count"] == 16 for line in lines)
 
 
+def test_watch_survives_a_failed_poll(
+    capsys: pytest.CaptureFixture[str],
+    d2: tuple[str, VirtualBalancer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A poll that fails is reported on stderr; watching goes on."""
+    port, _ = d2
+    original = BalancerClient.poll
+    calls = 0
+
+    async def flaky(self: BalancerClient) -> Reading:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BalancerTimeout("no answer (simulated)")
+        return await original(self)
+
+    monkeypatch.setattr(BalancerClient, "poll", flaky)
+    code, out, err = _run(
+        capsys, "watch", "--port", port, "--interval", "0.01", "--count", "2"
+    )
+    assert code == 0
+    assert "poll 1 failed: no answer (simulated)" in err
+    assert "poll 2" in out
+
+
+def test_watch_every_poll_failed(
+    capsys: pytest.CaptureFixture[str],
+    d2: tuple[str, VirtualBalancer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When no poll succeeds, ``watch`` exits 1."""
+    port, _ = d2
+
+    async def failing(self: BalancerClient) -> Reading:
+        raise BalancerTimeout("no answer (simulated)")
+
+    monkeypatch.setattr(BalancerClient, "poll", failing)
+    code, out, _ = _run(
+        capsys, "watch", "--port", port, "--interval", "0.01", "--count", "2"
+    )
+    assert code == 1
+    assert out == ""
+
+
+def test_verbose_logs_frames(
+    capsys: pytest.CaptureFixture[str], d2: tuple[str, VirtualBalancer]
+) -> None:
+    """``-v`` logs the package's debug messages to stderr, then stops again."""
+    port, _ = d2
+    code, _, err = _run(capsys, "read", "--port", port, "-v", "--protocol", "d2")
+    assert code == 0
+    assert "Connected" in err
+    package = logging.getLogger(cli.__package__)
+    assert not any(
+        isinstance(h, logging.StreamHandler) and h.stream is sys.stderr
+        for h in package.handlers
+    )
+
+
+@pytest.mark.parametrize(("command", "expected"), [("watch", 0), ("read", 130)])
+def test_keyboard_interrupt(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    expected: int,
+) -> None:
+    """Ctrl-C ends ``watch`` normally and anything else with 130."""
+
+    async def interrupted(_args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run", interrupted)
+    code, _, err = _run(capsys, command, "--port", "/dev/x")
+    assert code == expected
+    assert "Traceback" not in err
+
+
+def test_format_reading_without_optional_values() -> None:
+    """Values a variant does not report show as "-" / "not fitted"."""
+    reading = Reading(
+        cell_voltages=(3.3, 3.31, 3.32),
+        temperatures=(None, 21.0),
+        alarms=Alarms.from_flags({Alarm.CELL_OVERVOLTAGE_L1}),
+    )
+    text = cli.format_reading(reading)
+    assert "Pack voltage     -" in text
+    assert "not fitted, 21.0 °C" in text
+    assert "Balancing        -" in text
+    assert "Balance current  -" in text
+    assert "Alarms           cell_overvoltage_l1" in text
+    assert cli.format_setting(Setting.CHEMISTRY, Chemistry.LTO) == "LTO"
+    assert cli.format_setting(Setting.SLEEP_TIME, 3600) == "3600 s"
+    assert cli.format_setting(Setting.CELL_COUNT, None) == "-"
+
+
+# --- simulate in process ------------------------------------------------------
+
+
+async def _printed_lines(
+    capsys: pytest.CaptureFixture[str], count: int
+) -> tuple[list[str], str]:
+    """Wait for *count* lines on stdout; return them and stderr so far."""
+    lines: list[str] = []
+    errors = ""
+    async with asyncio.timeout(10):
+        while len(lines) < count:
+            await asyncio.sleep(0.01)
+            out, err = capsys.readouterr()
+            lines += out.splitlines()
+            errors += err
+    return lines, errors
+
+
+async def test_simulate_in_process(
+    capsys: pytest.CaptureFixture[str], socket_enabled: None
+) -> None:
+    """Two p81 balancers on one bus, every fault option, writes reported."""
+    args = cli.build_parser().parse_args(
+        [
+            "simulate",
+            "--tcp",
+            "0",
+            "--cells",
+            "4",
+            "--chemistry",
+            "nmc",
+            "--protocol",
+            "p81",
+            "--address",
+            "1",
+            "2",
+            "--link",
+            "rs485",
+            "--unbalanced",
+            "20",
+            "--baud-pacing",
+            "--baud",
+            "115200",
+            "--turnaround",
+            "0.001",
+            "--fault-drop",
+            "0",
+            "--fault-corrupt",
+            "0",
+            "--fault-truncate",
+            "0",
+            "--fault-garbage",
+            "0",
+            "--fault-delay",
+            "0",
+            "--fault-delay-seconds",
+            "0.1",
+            "--fault-disconnect",
+            "0",
+            "--fault-disconnect-mid-frame",
+            "--fault-chunk-size",
+            "5",
+            "--seed",
+            "7",
+        ]
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(cli.cmd_simulate(args, stop))
+    try:
+        (url,), _ = await _printed_lines(capsys, 1)
+        assert url.startswith("socket://127.0.0.1:")
+        code = await cli.async_main(
+            ["read", "--port", url, "--protocol", "p81", "--address", "2", "--json"]
+        )
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        data = json.loads(out)
+        assert data["device"]["address"] == 2
+        assert data["cell_count"] == 4
+        assert data["delta_cell_voltage"] == pytest.approx(0.020, abs=0.002)
+        code = await cli.async_main(
+            [
+                "set",
+                "--port",
+                url,
+                "--protocol",
+                "p81",
+                "--address",
+                "2",
+                "balance_delta_voltage",
+                "0.03",
+            ]
+        )
+        assert code == 0, capsys.readouterr().err
+        await asyncio.sleep(0.6)  # the simulator reports writes twice a second
+    finally:
+        stop.set()
+        assert await task == 0
+    err = capsys.readouterr().err
+    assert "board 2: p81 write register 0x011B = 30" in err
+    assert "board 1:" not in err
+
+
+async def test_simulate_in_process_pty_warns(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """D2 has no board numbers: several D2 balancers on one line get a warning."""
+    args = cli.build_parser().parse_args(
+        ["simulate", "--pty", "--protocol", "d2", "--address", "1", "2"]
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(cli.cmd_simulate(args, stop))
+    try:
+        (path,), err = await _printed_lines(capsys, 1)
+        assert await asyncio.to_thread(Path(path).exists)
+    finally:
+        stop.set()
+        assert await task == 0
+    assert "only p81 has board numbers" in err
+
+
+def test_fault_options_build_faults() -> None:
+    """Each fault option sets its :class:`Faults` field; none means no faults."""
+    parser = cli.build_parser()
+    assert cli._faults(parser.parse_args(["simulate"])) is None
+    faults = cli._faults(
+        parser.parse_args(
+            ["simulate", "--fault-silent", "--fault-drop", "0.5", "--seed", "3"]
+        )
+    )
+    assert isinstance(faults, Faults)
+    assert faults.silent is True
+    assert faults.drop == 0.5
+    assert faults.seed == 3
+
+
 # --- Bluetooth ----------------------------------------------------------------
 
 
@@ -401,7 +705,9 @@ def test_read_over_ble(
 
     monkeypatch.setattr(BleakScanner, "find_device_by_address", find)
     monkeypatch.setattr(ble_module, "establish_connection", fake_connector(balancer))
-    code, out, err = _run(capsys, "read", "--ble", device.address, "--json")
+    code, out, err = _run(
+        capsys, "read", "--ble", device.address, "--json", "--timeout", "2"
+    )
     assert code == 0, err
     data = json.loads(out)
     assert data["protocol"] == "d2"
@@ -423,6 +729,24 @@ def test_ble_device_not_found(
     assert "No Bluetooth device AA:BB:CC:DD:EE:FF found within 10 s" in err
 
 
+def test_ble_scan_fails(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No Bluetooth adapter: exit 1 with one clear line."""
+    from bleak import BleakScanner
+    from bleak.exc import BleakError
+
+    async def find(address: str, **_: Any) -> None:
+        raise BleakError("No Bluetooth adapters found.")
+
+    monkeypatch.setattr(BleakScanner, "find_device_by_address", find)
+    code, _, err = _run(capsys, "read", "--ble", "AA:BB:CC:DD:EE:FF")
+    assert code == 1
+    assert (
+        err == "balancer: error: Bluetooth scan failed: No Bluetooth adapters found.\n"
+    )
+
+
 # --- usage errors -------------------------------------------------------------
 
 
@@ -435,11 +759,23 @@ def test_ble_device_not_found(
         ["read", "--port", "/dev/x", "--address", "16"],
         ["read", "--port", "/dev/x", "--protocol", "modbus"],
         ["set", "--port", "/dev/x", "cell_count", "16"],
+        ["set", "--port", "/dev/x", "balance_voltage", "3.3"],
         ["set", "--port", "/dev/x", "balancer_enabled", "maybe"],
         ["set", "--port", "/dev/x", "balance_delta_voltage", "30 kV"],
         ["set", "--port", "/dev/x", "balance_delta_voltage", "abc"],
         ["read", "--port", "socket://nohost"],
         ["watch", "--port", "/dev/x", "--interval", "0"],
+        ["read", "--port", "/dev/x", "--address", "x"],
+        ["read", "--port", "/dev/x", "--timeout", "soon"],
+        ["read", "--port", "/dev/x", "--baud", "fast"],
+        ["watch", "--port", "/dev/x", "--count", "0"],
+        ["simulate", "--tcp", "http"],
+        ["simulate", "--tcp", "70000"],
+        ["simulate", "--turnaround", "-1"],
+        ["simulate", "--turnaround", "later"],
+        ["simulate", "--fault-drop", "often"],
+        ["simulate", "--address", "1", "1"],
+        ["simulate", "--cells", "many"],
         ["simulate", "--cells", "0"],
         ["simulate", "--cells", "33"],
         ["simulate", "--fault-drop", "1.5"],
@@ -451,6 +787,12 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> No
     assert code == 2
     assert out == ""
     assert "Traceback" not in err
+
+
+async def test_async_main_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """``async_main`` reports usage errors like ``main``."""
+    assert await cli.async_main(["frobnicate"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:

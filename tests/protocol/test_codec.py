@@ -238,7 +238,7 @@ def test_registers_of_checks_count() -> None:
     with pytest.raises(UnexpectedReply):
         codec.registers_of(Block(0x00, 0x41), _modbus(cap.D2_STATUS))
     with pytest.raises(UnexpectedReply):
-        codec.registers_of(Block(0x90, 1), _a5(cap.A5_REPLIES[0x90]))  # type: ignore[arg-type]
+        codec.registers_of(Block(0x90, 1), _a5(cap.A5_REPLIES[0x90]))
 
 
 @pytest.mark.parametrize(

@@ -923,8 +923,10 @@ def _faults(args: argparse.Namespace) -> Any:
     return Faults(**values)
 
 
-async def cmd_simulate(args: argparse.Namespace) -> int:
-    """``simulate``: serve virtual balancers until SIGINT/SIGTERM."""
+async def cmd_simulate(
+    args: argparse.Namespace, stop: asyncio.Event | None = None
+) -> int:
+    """``simulate``: serve virtual balancers until SIGINT/SIGTERM (or *stop*)."""
     from .virtual import VirtualBalancer, serve_pty, serve_tcp  # noqa: PLC0415
 
     if len(set(args.address)) != len(args.address):
@@ -954,7 +956,8 @@ async def cmd_simulate(args: argparse.Namespace) -> int:
     ]
     baudrate = args.baud if args.baud_pacing else None
     servers: list[Any] = []
-    stop = asyncio.Event()
+    if stop is None:
+        stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handled: list[signal.Signals] = []
     for signum in (signal.SIGINT, signal.SIGTERM):

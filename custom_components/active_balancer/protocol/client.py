@@ -177,6 +177,8 @@ class BalancerClient:
         if self.info is None:
             await self.connect()
             self._polls_since_settings = 0
+            if self.reading is None:  # the A5 probe reads no live values
+                self.reading = await self._read_live()
         else:
             if self._polls_since_settings >= self.settings_every:
                 await self.read_settings()
@@ -280,6 +282,9 @@ class BalancerClient:
         number = validate(setting, value, self.settings)
         if self.info is None:
             await self.connect()
+            # Check again: the chemistry and alarm-order rules need the
+            # device's settings, which were unknown before connecting.
+            number = validate(setting, value, self.settings)
         assert self.info is not None
         variant = self.info.variant
         if variant is Variant.A5:
@@ -304,6 +309,15 @@ class BalancerClient:
                 )
                 raise NotSupported(msg)
         raw = register.encode(number)
+        if abs(register.decode(raw) - number) > 1e-6:  # noqa: PLR2004
+            msg = (
+                f"{setting.value} over {variant.value} is stored in steps of "
+                f"{register.scale:g} {RULES[setting].unit}; {number:g} was refused"
+            )
+            raise OutOfRange(msg)
+        # Read the settings again on the next poll, also when this write fails:
+        # the device may have taken the value even though its answer was lost.
+        self._polls_since_settings = self.settings_every
         async with self._write_lock:
             await self.bus.exchange(
                 codec.write_request(variant, self.address, register, raw)
@@ -317,8 +331,6 @@ class BalancerClient:
                 isinstance(confirmed, int | float)
                 and abs(float(confirmed) - number) <= RULES[setting].step / 2
             )
-        # Read the other settings again on the next poll.
-        self._polls_since_settings = self.settings_every
         if not ok:
             msg = (
                 f"{setting.value}: wrote {number:g} but the balancer reports "

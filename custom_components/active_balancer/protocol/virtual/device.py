@@ -466,20 +466,20 @@ class VirtualBalancer:
     def alarms(self) -> Alarms:
         """Alarms raised by the thresholds (cells and discharge temperatures)."""
         flags: set[Alarm] = set()
-        if self.cell_voltages:
-            high, low = max(self.cell_voltages), min(self.cell_voltages)
-            for threshold, alarm in (
-                (self.cell_overvoltage_alarm, Alarm.CELL_OVERVOLTAGE_L1),
-                (self.cell_overvoltage_alarm_l2, Alarm.CELL_OVERVOLTAGE_L2),
-            ):
-                if threshold > 0 and high >= threshold - _EPSILON:
-                    flags.add(alarm)
-            for threshold, alarm in (
-                (self.cell_undervoltage_alarm, Alarm.CELL_UNDERVOLTAGE_L1),
-                (self.cell_undervoltage_alarm_l2, Alarm.CELL_UNDERVOLTAGE_L2),
-            ):
-                if threshold > 0 and low <= threshold + _EPSILON:
-                    flags.add(alarm)
+        high, low = max(self.cell_voltages), min(self.cell_voltages)
+        # A threshold of 0 is not set (the captured pack thresholds are 0).
+        for threshold, alarm in (
+            (self.cell_overvoltage_alarm, Alarm.CELL_OVERVOLTAGE_L1),
+            (self.cell_overvoltage_alarm_l2, Alarm.CELL_OVERVOLTAGE_L2),
+        ):
+            if threshold > 0 and high >= threshold - _EPSILON:
+                flags.add(alarm)
+        for threshold, alarm in (
+            (self.cell_undervoltage_alarm, Alarm.CELL_UNDERVOLTAGE_L1),
+            (self.cell_undervoltage_alarm_l2, Alarm.CELL_UNDERVOLTAGE_L2),
+        ):
+            if threshold > 0 and low <= threshold + _EPSILON:
+                flags.add(alarm)
         if self.temperatures:
             if max(self.temperatures) >= self.discharge_overtemperature_alarm:
                 flags.add(Alarm.DISCHARGE_OVERTEMP_L2)

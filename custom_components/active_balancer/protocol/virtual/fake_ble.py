@@ -116,7 +116,7 @@ class FakeBleakClient:
     async def _notify_chunks(self, data: bytes) -> None:
         size = self.balancer.faults.chunk_size or DEFAULT_CHUNK_SIZE
         for start in range(0, len(data), size):
-            if not self._connected:
+            if not self._connected:  # pragma: no cover - dropped by a callback
                 return
             callback = self._notify.get(NOTIFY_UUID)
             chunk = data[start : start + size]

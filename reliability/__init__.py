@@ -1,0 +1,1 @@
+"""Reliability tools: the soak run and the fuzz run (see RELIABILITY.md)."""

@@ -1,0 +1,101 @@
+"""Binary sensors of a balancer: balancing, the alarms, the connection."""
+
+from __future__ import annotations
+
+from homeassistant.const import STATE_OFF, STATE_ON, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    snapshot_platform,
+)
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.active_balancer.protocol.virtual import VirtualBalancer
+
+from .conftest import async_next_poll, name_entry_for, setup_entry, setup_platforms
+
+UNDER_VOLTAGE = "binary_sensor.balancer_16s_cell_under_voltage"
+OVER_VOLTAGE = "binary_sensor.balancer_16s_cell_over_voltage"
+BALANCING = "binary_sensor.balancer_16s_balancing"
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+@pytest.mark.parametrize("cells", [4, 24])
+async def test_snapshot(
+    hass: HomeAssistant,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+    entry: MockConfigEntry,
+    cells: int,
+) -> None:
+    """Every binary sensor of a 4S and a 24S balancer: registry entry and state."""
+    name_entry_for(hass, entry, cells)
+    await setup_platforms(hass, entry, Platform.BINARY_SENSOR)
+    await snapshot_platform(hass, entity_registry, snapshot, entry.entry_id)
+
+
+async def test_bms_only_flags_disabled_by_default(
+    hass: HomeAssistant, entity_registry: er.EntityRegistry, entry: MockConfigEntry
+) -> None:
+    """Only balancing, the four alarms and the connection are enabled at first."""
+    await setup_entry(hass, entry)
+    enabled = {
+        entity.entity_id
+        for entity in er.async_entries_for_config_entry(entity_registry, entry.entry_id)
+        if entity.domain == "binary_sensor" and entity.disabled_by is None
+    }
+    assert enabled == {
+        BALANCING,
+        OVER_VOLTAGE,
+        UNDER_VOLTAGE,
+        "binary_sensor.balancer_16s_discharge_over_temperature",
+        "binary_sensor.balancer_16s_discharge_under_temperature",
+        "binary_sensor.balancer_16s_connection",
+    }
+
+
+async def test_cell_under_voltage_alarm(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """A cell below the under-voltage alarm raises the alarm; back up clears it."""
+    await setup_entry(hass, entry)
+    assert hass.states.get(UNDER_VOLTAGE).state == STATE_OFF
+
+    balancer.set_cell_voltage(7, balancer.cell_undervoltage_alarm - 0.05)
+    await async_next_poll(hass)
+    assert hass.states.get(UNDER_VOLTAGE).state == STATE_ON
+    assert hass.states.get(OVER_VOLTAGE).state == STATE_OFF
+
+    balancer.set_cell_voltage(7, 3.300)
+    await async_next_poll(hass)
+    assert hass.states.get(UNDER_VOLTAGE).state == STATE_OFF
+
+
+async def test_cell_over_voltage_alarm(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """A cell at the over-voltage alarm (level 1) raises the alarm."""
+    await setup_entry(hass, entry)
+    balancer.set_cell_voltage(3, balancer.cell_overvoltage_alarm + 0.01)
+    await async_next_poll(hass)
+    assert hass.states.get(OVER_VOLTAGE).state == STATE_ON
+    assert hass.states.get(UNDER_VOLTAGE).state == STATE_OFF
+
+
+async def test_balancing(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """Balancing turns on when the device starts balancing, off when it stops."""
+    await setup_entry(hass, entry)
+    assert hass.states.get(BALANCING).state == STATE_OFF
+
+    balancer.set_cell_voltage(9, 3.350)
+    await async_next_poll(hass)
+    assert balancer.balancing
+    assert hass.states.get(BALANCING).state == STATE_ON
+
+    balancer.balancer_enabled = False
+    await async_next_poll(hass)
+    assert hass.states.get(BALANCING).state == STATE_OFF

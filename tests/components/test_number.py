@@ -1,0 +1,357 @@
+"""Number entities: the balancer's settings, checked before anything is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from homeassistant.components.number import (
+    ATTR_VALUE,
+    DOMAIN as NUMBER_DOMAIN,
+    SERVICE_SET_VALUE,
+)
+from homeassistant.const import ATTR_ENTITY_ID, STATE_UNAVAILABLE, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import entity_registry as er
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    snapshot_platform,
+)
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.active_balancer.const import DOMAIN
+from custom_components.active_balancer.protocol import Setting, Variant
+from custom_components.active_balancer.protocol.frames import (
+    FC_READ,
+    FC_WRITE_SINGLE,
+)
+from custom_components.active_balancer.protocol.virtual import (
+    Faults,
+    RecordedWrite,
+    VirtualBalancer,
+    VirtualServer,
+)
+
+from .conftest import (
+    async_next_poll,
+    name_entry_for,
+    serial_entry_data,
+    setup_entry,
+    setup_platforms,
+)
+
+DELTA = "number.balancer_16s_balance_delta_voltage"
+START = "number.balancer_16s_balance_start_voltage"
+SLEEP_TIME = "number.balancer_16s_sleep_time"
+OVER_ALARM = "number.balancer_16s_cell_over_voltage_alarm"
+UNDER_ALARM = "number.balancer_16s_cell_under_voltage_alarm"
+
+D2_DELTA_REGISTER = 0xA4
+D2_START_REGISTER = 0xA3
+
+
+async def set_value(hass: HomeAssistant, entity_id: str, value: float) -> None:
+    """Call number.set_value and wait for it."""
+    await hass.services.async_call(
+        NUMBER_DOMAIN,
+        SERVICE_SET_VALUE,
+        {ATTR_ENTITY_ID: entity_id, ATTR_VALUE: value},
+        blocking=True,
+    )
+
+
+def registers(writes: list[RecordedWrite]) -> list[tuple[int, int]]:
+    """(register, raw value) of each recorded write."""
+    return [(write.register, write.value) for write in writes]
+
+
+@pytest.fixture
+def received(
+    balancer: VirtualBalancer, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[int, int]]:
+    """(function code, register) of every Modbus request the device answers."""
+    frames: list[tuple[int, int]] = []
+    answer: Callable[[bytes], object] = balancer.answer
+
+    def recording(request: bytes) -> object:
+        frames.append((request[1], int.from_bytes(request[2:4], "big")))
+        return answer(request)
+
+    monkeypatch.setattr(balancer, "answer", recording)
+    return frames
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+@pytest.mark.parametrize("cells", [4, 24])
+async def test_snapshot(
+    hass: HomeAssistant,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+    entry: MockConfigEntry,
+    cells: int,
+) -> None:
+    """Every number of a 4S and a 24S balancer: registry entry and state."""
+    name_entry_for(hass, entry, cells)
+    await setup_platforms(hass, entry, Platform.NUMBER)
+    await snapshot_platform(hass, entity_registry, snapshot, entry.entry_id)
+
+
+async def test_set_value(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    received: list[tuple[int, int]],
+) -> None:
+    """One write, read back, shown at once without polling again."""
+    await setup_entry(hass, entry)
+    received.clear()
+
+    await set_value(hass, DELTA, 0.03)
+
+    assert registers(balancer.writes) == [(D2_DELTA_REGISTER, 30)]
+    assert balancer.writes[0].variant is Variant.D2
+    assert balancer.balance_delta_voltage == pytest.approx(0.03)
+    # The write and its read-back; no poll.
+    assert received == [
+        (FC_WRITE_SINGLE, D2_DELTA_REGISTER),
+        (FC_READ, D2_DELTA_REGISTER),
+    ]
+    assert hass.states.get(DELTA).state == "0.03"
+
+
+async def test_settings_read_after_a_write(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    received: list[tuple[int, int]],
+) -> None:
+    """The poll after a write reads every setting again (not only the live block)."""
+    await setup_entry(hass, entry)
+    await set_value(hass, DELTA, 0.03)
+    balancer.balance_start_voltage = 3.4  # changed in the vendor app meanwhile
+    received.clear()
+
+    await async_next_poll(hass)
+
+    assert (FC_READ, 0x80) in received
+    assert hass.states.get(START).state == "3.4"
+
+
+@pytest.mark.parametrize(
+    ("entity_id", "value", "domain", "key"),
+    [
+        # The entity's own range: Home Assistant refuses before the balancer is
+        # asked (translation of the number integration).
+        pytest.param(DELTA, 0.019, NUMBER_DOMAIN, "out_of_range", id="range"),
+        # The start voltage's range follows the LFP chemistry (2.5 to 3.6 V).
+        pytest.param(START, 3.7, NUMBER_DOMAIN, "out_of_range", id="chemistry"),
+        pytest.param(START, 2.4, NUMBER_DOMAIN, "out_of_range", id="chemistry_low"),
+        # Between the steps: refused by the integration.
+        pytest.param(DELTA, 0.0305, DOMAIN, "invalid_step", id="step"),
+        pytest.param(SLEEP_TIME, 10.5, DOMAIN, "invalid_step", id="sleep_step"),
+        # Over-voltage alarm at or below the under-voltage alarm (2.3 V).
+        pytest.param(OVER_ALARM, 2.2, DOMAIN, "invalid_alarm_order", id="over"),
+        pytest.param(UNDER_ALARM, 3.6, DOMAIN, "invalid_alarm_order", id="under"),
+    ],
+)
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_refused_values(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    entity_id: str,
+    value: float,
+    domain: str,
+    key: str,
+) -> None:
+    """Values the manuals forbid are refused with a message; nothing is written."""
+    await setup_entry(hass, entry)
+    before = hass.states.get(entity_id).state
+
+    with pytest.raises(ServiceValidationError) as err:
+        await set_value(hass, entity_id, value)
+
+    assert err.value.translation_domain == domain
+    assert err.value.translation_key == key
+    assert balancer.writes == []
+    assert hass.states.get(entity_id).state == before
+
+
+async def test_refused_value_message(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """The message names the value, the step and the unit."""
+    await setup_entry(hass, entry)
+    with pytest.raises(ServiceValidationError) as err:
+        await set_value(hass, DELTA, 0.0305)
+    assert err.value.translation_placeholders == {
+        "setting": "balance_delta_voltage",
+        "value": "0.0305",
+        "minimum": "0.02",
+        "maximum": "1",
+        "step": "0.001",
+        "unit": "V",
+    }
+    assert str(err.value) == "0.0305 V is not a multiple of 0.001 V; nothing was written"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "key"),
+    [
+        (Setting.BALANCE_DELTA_VOLTAGE, 0.019, "invalid_range"),
+        (Setting.BALANCE_START_VOLTAGE, 3.7, "invalid_chemistry"),
+        (Setting.CELL_COUNT, 8, "not_writable"),
+        (Setting.CHEMISTRY, 1, "not_writable"),
+    ],
+)
+async def test_write_helper_refuses(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    setting: Setting,
+    value: float,
+    key: str,
+) -> None:
+    """The write helper checks the rules itself, whoever calls it."""
+    await setup_entry(hass, entry)
+    with pytest.raises(ServiceValidationError) as err:
+        await entry.runtime_data.async_write(setting, value)
+    assert err.value.translation_domain == DOMAIN
+    assert err.value.translation_key == key
+    assert balancer.writes == []
+
+
+async def test_write_while_silent(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """A write to a device that stopped answering fails; nothing is sent later."""
+    await setup_entry(hass, entry)
+    balancer.faults = Faults(silent=True)
+
+    with pytest.raises(HomeAssistantError) as err:
+        await set_value(hass, DELTA, 0.03)
+    assert err.value.translation_key == "write_failed"
+    assert hass.states.get(DELTA).state == "0.02"
+
+    await async_next_poll(hass)
+    assert hass.states.get(DELTA).state == STATE_UNAVAILABLE
+    writes = len(balancer.writes)
+
+    balancer.faults = Faults()
+    await async_next_poll(hass)
+    await async_next_poll(hass)
+    assert len(balancer.writes) == writes
+    # The device got the write even though its answer was lost: the settings
+    # are read again as soon as it answers, so what is shown is true.
+    assert hass.states.get(DELTA).state == "0.03"
+
+
+async def test_write_while_unavailable(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """While the device is known to be silent, nothing is sent, now or later."""
+    await setup_entry(hass, entry)
+    balancer.faults = Faults(silent=True)
+    await async_next_poll(hass)
+    assert hass.states.get(DELTA).state == STATE_UNAVAILABLE
+
+    # Home Assistant does not call unavailable entities ...
+    await set_value(hass, DELTA, 0.03)
+    # ... and the write helper refuses on its own.
+    with pytest.raises(HomeAssistantError) as err:
+        await entry.runtime_data.async_write(Setting.BALANCE_DELTA_VOLTAGE, 0.03)
+    assert err.value.translation_key == "unavailable"
+    assert balancer.writes == []
+
+    balancer.faults = Faults()
+    await async_next_poll(hass)
+    await async_next_poll(hass)
+    assert balancer.writes == []
+    assert hass.states.get(DELTA).state == "0.02"
+
+
+async def test_write_not_confirmed(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A device that ignores a write: an error, and the old value stays shown."""
+    await setup_entry(hass, entry)
+    monkeypatch.setattr(balancer, "_apply", lambda *_: None)
+
+    with pytest.raises(HomeAssistantError) as err:
+        await set_value(hass, DELTA, 0.03)
+
+    assert err.value.translation_key == "write_not_confirmed"
+    assert registers(balancer.writes) == [(D2_DELTA_REGISTER, 30)]
+    assert hass.states.get(DELTA).state == "0.02"
+
+
+async def test_two_writes_at_once(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    received: list[tuple[int, int]],
+) -> None:
+    """Two writes at once are sent one after the other, each read back."""
+    await setup_entry(hass, entry)
+    received.clear()
+
+    await asyncio.gather(
+        set_value(hass, DELTA, 0.03),
+        set_value(hass, START, 3.45),
+    )
+
+    assert sorted(registers(balancer.writes)) == [
+        (D2_START_REGISTER, 3450),
+        (D2_DELTA_REGISTER, 30),
+    ]
+    # Each write is followed by its own read-back: never interleaved.
+    assert len(received) == 4
+    for write, read_back in (received[:2], received[2:]):
+        assert write[0] == FC_WRITE_SINGLE
+        assert read_back == (FC_READ, write[1])
+    assert hass.states.get(DELTA).state == "0.03"
+    assert hass.states.get(START).state == "3.45"
+
+
+async def test_p81_unconfirmed_register(
+    hass: HomeAssistant, server: VirtualServer, balancer: VirtualBalancer
+) -> None:
+    """p81 refuses to write a register that holds an implausible value."""
+    balancer.balance_start_voltage = 0.0
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="RS485 balancer",
+        data=serial_entry_data(server.url, variant="p81"),
+        unique_id="virtual-p81",
+    )
+    entry.add_to_hass(hass)
+    await setup_entry(hass, entry)
+    # Without a chemistry, the range covers every chemistry.
+    state = hass.states.get("number.rs485_balancer_balance_start_voltage")
+    assert state.attributes["min"] == 1.8
+    assert state.attributes["max"] == 4.15
+
+    with pytest.raises(ServiceValidationError) as err:
+        await set_value(hass, "number.rs485_balancer_balance_start_voltage", 3.2)
+
+    assert err.value.translation_key == "not_writable"
+    assert balancer.writes == []
+
+
+async def test_a5_has_no_settings(hass: HomeAssistant, server: VirtualServer) -> None:
+    """The A5 protocol cannot write: no number and no switch entities."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Old balancer",
+        data=serial_entry_data(server.url, variant="a5"),
+        unique_id="virtual-a5",
+    )
+    entry.add_to_hass(hass)
+    await setup_entry(hass, entry)
+    assert hass.states.async_entity_ids(NUMBER_DOMAIN) == []
+    assert hass.states.async_entity_ids("switch") == []
