@@ -12,6 +12,7 @@ from . import codec
 from .errors import (
     BalancerError,
     BalancerTimeout,
+    ChecksumError,
     NotSupported,
     OutOfRange,
     UnexpectedReply,
@@ -88,11 +89,18 @@ class BalancerClient:
             else [Variant.D2, Variant.P81, Variant.A5]
         )
         errors: list[str] = []
+        garbled = False
         for variant in variants:
             try:
                 await self._probe(variant)
-            except (BalancerTimeout, UnexpectedReply, NotSupported) as err:
+            except (
+                BalancerTimeout,
+                ChecksumError,
+                UnexpectedReply,
+                NotSupported,
+            ) as err:
                 errors.append(f"{variant.value}: {err}")
+                garbled = garbled or not isinstance(err, BalancerTimeout)
                 continue
             info = await self._read_info(variant)
             self.info = info
@@ -103,6 +111,9 @@ class BalancerClient:
             msg = f"The balancer did not answer the {variants[0].value} protocol"
         else:
             msg = "No balancer answered (tried D2, p81 and A5)"
+        if garbled:
+            msg = "Something answered, but not like a balancer"
+            raise UnexpectedReply(f"{msg}: {'; '.join(errors)}")
         raise BalancerTimeout(f"{msg}: {'; '.join(errors)}")
 
     async def _probe(self, variant: Variant) -> None:
@@ -319,6 +330,9 @@ class BalancerClient:
         # the device may have taken the value even though its answer was lost.
         self._polls_since_settings = self.settings_every
         async with self._write_lock:
+            # A write that held the lock may have changed the settings the
+            # rules compare with (two alarms written at once): check again.
+            validate(setting, value, self.settings)
             await self.bus.exchange(
                 codec.write_request(variant, self.address, register, raw)
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass
 from enum import StrEnum
 import logging
@@ -71,6 +72,27 @@ class LinkStats:
     disconnects: int = 0
 
 
+@dataclass(slots=True)
+class _Unanswered:
+    """A request that failed, whose answer may still arrive late."""
+
+    request: Request
+    writes: int
+    """Writes sent on the bus before it (a reply from before a write is stale)."""
+    expires: float
+
+
+def _same_shape(first: Request, second: Request) -> bool:
+    """Whether an answer to *first* would also be taken as one to *second*."""
+    return (
+        first.variant is second.variant
+        and first.reply_address == second.reply_address
+        and first.code == second.code
+        and first.reply_bytes == second.reply_bytes
+        and first.echo == second.echo
+    )
+
+
 class Bus:
     """Serialises requests on one link: one request outstanding at a time.
 
@@ -79,6 +101,14 @@ class Bus:
     retried on a timeout or a corrupt reply. After a timeout the bus waits a
     short settle time and throws away whatever arrived late, so a late answer
     is never taken for the answer to the next request.
+
+    The frames carry no transaction number, so an answer arriving after the
+    settle time looks like the answer to any later request of the same shape
+    (a one-register read-back of another setting, or the same read after a
+    write). Until such a late answer has arrived, or ``late_window`` seconds
+    have passed since its request failed, the bus does not send a request it
+    could be taken for: the same request again (a retry) is fine, unless a
+    write went out in between.
     """
 
     def __init__(
@@ -88,12 +118,14 @@ class Bus:
         retries: int = 2,
         settle: float = 0.1,
         keep_open: bool = True,
+        late_window: float = 2.0,
     ) -> None:
         """Create a bus over *link*."""
         self.link = link
         self.retries = retries
         self.settle = settle
         self.keep_open = keep_open
+        self.late_window = late_window
         self.lock = asyncio.Lock()
         self.stats = LinkStats()
         self.history: deque[tuple[str, str]] = deque(maxlen=16)
@@ -104,12 +136,18 @@ class Bus:
         self._done: asyncio.Event | None = None
         self._lost: BaseException | None = None
         self._dirty = False
+        self._unanswered: list[_Unanswered] = []
+        self._late_reassembler: FrameReassembler | None = None
+        self._late_arrived: asyncio.Event | None = None
+        self._writes = 0
         self.users = 0
         """Clients sharing this bus (managed by :class:`BusRegistry`)."""
 
     async def exchange(self, request: Request) -> list[Frame]:
         """Send *request* and return the frames that answer it."""
         async with self.lock:
+            if request.echo is not None:  # a write: older answers are stale now
+                self._writes += 1
             return await self._exchange_locked(request)
 
     async def _exchange_locked(self, request: Request) -> list[Frame]:
@@ -151,6 +189,8 @@ class Bus:
             self._reassembler = None
             await asyncio.sleep(self.settle)
             self._dirty = False
+        await self._wait_for_late_answers(request)
+        self._late_reassembler = None
         reassembler = FrameReassembler(request.variant)
         self._reassembler = reassembler
         self._request = request
@@ -178,6 +218,7 @@ class Bus:
                 await done.wait()
         except TimeoutError:
             self._dirty = True
+            self._expect_late_answer(request)
             if self._lost is not None:
                 msg = f"The link was lost: {self._lost}"
                 raise ConnectionFailed(msg) from None
@@ -195,6 +236,7 @@ class Bus:
             self._reassembler = None
             self._request = None
         if self._lost is not None and len(self._frames) < request.frames:
+            self._expect_late_answer(request)
             msg = f"The link was lost: {self._lost}"
             raise ConnectionFailed(msg)
         frames = self._frames
@@ -208,11 +250,54 @@ class Bus:
             raise NotSupported(msg)
         return frames
 
+    def _expect_late_answer(self, request: Request) -> None:
+        """Remember that the answer to *request* may still arrive."""
+        loop = asyncio.get_running_loop()
+        self._unanswered.append(
+            _Unanswered(request, self._writes, loop.time() + self.late_window)
+        )
+
+    async def _wait_for_late_answers(self, request: Request) -> None:
+        """Wait while a late answer could be taken for the answer to *request*."""
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            self._unanswered = [u for u in self._unanswered if u.expires > now]
+            blocking = [
+                u
+                for u in self._unanswered
+                if _same_shape(u.request, request)
+                and (u.request.frame != request.frame or u.writes != self._writes)
+            ]
+            if not blocking:
+                return
+            _LOGGER.debug(
+                "Waiting for %d late answer(s) before sending %s",
+                len(blocking),
+                request.frame.hex(),
+            )
+            arrived = self._late_arrived = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(u.expires for u in blocking) - now):
+                    await arrived.wait()
+            self._late_arrived = None
+
+    def _late_answer(self, frame: Frame) -> None:
+        """*frame* answers no current request: it may be a late answer."""
+        self.stats.unexpected_frames += 1
+        for unanswered in self._unanswered:
+            if unanswered.request.matches(frame):
+                self._unanswered.remove(unanswered)
+                if self._late_arrived is not None:
+                    self._late_arrived.set()
+                return
+
     def _on_data(self, chunk: bytes) -> None:
         self.stats.bytes_in += len(chunk)
         reassembler = self._reassembler
         request = self._request
         if reassembler is None or request is None or self._done is None:
+            self._on_late_data(chunk)
             return
         for frame in reassembler.feed(chunk):
             self.history.append(("rx", frame.raw.hex()))
@@ -223,7 +308,19 @@ class Bus:
                 ):
                     self._done.set()
             else:
-                self.stats.unexpected_frames += 1
+                self._late_answer(frame)
+
+    def _on_late_data(self, chunk: bytes) -> None:
+        """Bytes while no request is outstanding: look for late answers."""
+        if not self._unanswered:
+            self._late_reassembler = None
+            return
+        variant = self._unanswered[-1].request.variant
+        if self._late_reassembler is None or self._late_reassembler.variant != variant:
+            self._late_reassembler = FrameReassembler(variant)
+        for frame in self._late_reassembler.feed(chunk):
+            self.history.append(("rx", frame.raw.hex()))
+            self._late_answer(frame)
 
     def _on_lost(self, err: Exception | None) -> None:
         self.stats.disconnects += 1
