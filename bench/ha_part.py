@@ -382,6 +382,14 @@ async def test_write_latency(hass: HomeAssistant) -> None:
     )
 
 
+def _short(filename: str) -> str:
+    """*filename* from its package folder on (site-packages or the repo)."""
+    for marker in ("site-packages/", "/lib/python3", str(Path.cwd()) + "/"):
+        if marker in filename:
+            return filename.split(marker, 1)[1]
+    return filename
+
+
 def _address(index: int) -> str:
     return f"DA:17:BA:00:{index // 256:02X}:{index % 256:02X}"
 
@@ -494,13 +502,15 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
         tracemalloc.Filter(False, "*/protocol/virtual/*"),
         tracemalloc.Filter(False, tracemalloc.__file__),
     ]
-    grown = sum(
-        stat.size_diff
-        for stat in after.filter_traces(ignore).compare_to(
-            before.filter_traces(ignore), "filename"
-        )
+    diff = after.filter_traces(ignore).compare_to(
+        before.filter_traces(ignore), os.environ.get("BENCH_HA_GROUP", "filename")
     )
+    grown = sum(stat.size_diff for stat in diff)
     measured = max(1, count - 1)
+    top = {
+        f"{_short(stat.traceback[0].filename)}:{stat.traceback[0].lineno}": round(stat.size_diff / measured / 1024, 1)
+        for stat in sorted(diff, key=lambda stat: -stat.size_diff)[:12]
+    }
     del before, after
 
     coordinators = [entry.runtime_data for entry in entries]
@@ -539,6 +549,7 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
             "entities_per_device": round(entities / count, 1),
             "memory_kib_per_device": round(grown / measured / 1024, 1),
             "memory_measured_devices": measured,
+            "memory_kib_per_device_by_file": top,
             "setup_s_per_device": round(setup_seconds / measured, 3),
             "round_cpu_ms": ms(round_cpu),
             "cpu_us_per_device": round(round_cpu / count * 1e6, 1),

@@ -128,9 +128,14 @@ class SoakConfig:
     lanes: tuple[str, ...] = LANES
     base_timeout: float = 0.02
     """Answer timeout beyond the wire time (real links use 0.5 s and more)."""
-    settle: float = 0.01
+    settle: float = 0.005
     """Bus settle time after a timeout."""
+    late_window: float = 0.25
+    """How late an answer may arrive and still be recognised (above max_delay)."""
     baudrate: int = 115200
+    """Line speed of the pseudo-terminal."""
+    byte_time: float = 1e-5
+    """Seconds per byte in the answer timeout (a loopback line is fast)."""
     min_delay: float = 0.005
     max_delay: float = 0.15
     """Range of a delayed reply's delay: below and well above the timeout."""
@@ -850,9 +855,9 @@ async def client_lane(
         ble = BleLink(
             fake_device(), base_timeout=config.base_timeout, connector=connector
         )
-        ble.byte_time = 10 / config.baudrate
+        ble.byte_time = config.byte_time
         closers.append(connector.close)
-        bus = Bus(ble, settle=config.settle)
+        bus = Bus(ble, settle=config.settle, late_window=config.late_window)
         client = BalancerClient(bus, variant=Variant.D2)
         ble_lane = _BleClientLane(
             name=name,
@@ -877,7 +882,8 @@ async def client_lane(
         await server.start()
         closers.append(server.close)
         link = SerialLink(server.url, config.baudrate, base_timeout=config.base_timeout)
-        bus = Bus(link, settle=config.settle)
+        link.byte_time = config.byte_time
+        bus = Bus(link, settle=config.settle, late_window=config.late_window)
         client = BalancerClient(bus, variant=variant, address=balancer.address)
         lane = ClientLane(
             name=name,
@@ -948,8 +954,9 @@ class CoordinatorLane(Lane):
         self.entities = dict(entities)
         bus = client.bus
         bus.settle = config.settle
+        bus.late_window = config.late_window
         bus.link.base_timeout = config.base_timeout
-        bus.link.byte_time = 10 / config.baudrate
+        bus.link.byte_time = config.byte_time
         tap_bus(bus, self)
         self._wrap_client_write()
 
@@ -1384,6 +1391,8 @@ def summarise(
             "lanes": list(config.lanes),
             "base_timeout": config.base_timeout,
             "settle": config.settle,
+            "late_window": config.late_window,
+            "delay_range": [config.min_delay, config.max_delay],
             "write_rate": config.write_rate,
             "pair_rate": config.pair_rate,
             "recovery_every": config.recovery_every,

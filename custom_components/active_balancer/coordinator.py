@@ -62,6 +62,8 @@ class BalancerData:
     settings: Settings
     link_quality: float
     """Share of the last polls that succeeded, in percent."""
+    rssi: int | None = None
+    """Signal strength of the last advertisement (Bluetooth only)."""
 
 
 class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
@@ -130,11 +132,22 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
                     bluetooth.BluetoothScanningMode.PASSIVE,
                 )
             )
-            last = bluetooth.async_last_service_info(
-                self.hass, self.config_entry.data[CONF_ADDRESS], connectable=True
-            )
-            if last is not None:
-                self.rssi = last.rssi
+            self._async_follow_last_advertisement()
+
+    @callback
+    def _async_follow_last_advertisement(self) -> None:
+        """Take the RSSI and the best path from the last advertisement seen.
+
+        Home Assistant calls back only when an advertisement's content changes,
+        not when only its signal strength or the adapter that saw it does.
+        """
+        last = bluetooth.async_last_service_info(
+            self.hass, self.config_entry.data[CONF_ADDRESS], connectable=True
+        )
+        if last is not None:
+            assert self.ble_link is not None
+            self.ble_link.set_device(last.device)
+            self.rssi = last.rssi
 
     @callback
     def _async_advertisement(
@@ -160,12 +173,15 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
                 translation_placeholders={"error": str(err)},
             ) from err
         self._results.append(True)
+        if self.ble_link is not None:
+            self._async_follow_last_advertisement()
         assert self.client.info is not None
         data = BalancerData(
             info=self.client.info,
             reading=reading,
             settings=self.client.settings,
             link_quality=self.link_quality,
+            rssi=self.rssi,
         )
         self._check_repairs(data)
         return data

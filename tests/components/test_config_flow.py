@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 import contextlib
+import dataclasses
 from datetime import timedelta
 import socket
 import time
@@ -63,18 +64,16 @@ from custom_components.active_balancer.protocol.registers import (
 from custom_components.active_balancer.protocol.virtual import (
     FakeConnector,
     Faults,
+    Reply,
     VirtualBalancer,
     VirtualServer,
-    fake_connector,
     fake_device,
     serve_pty,
     serve_tcp,
 )
 
-from .conftest import serial_entry_data, setup_entry
+from .conftest import BLE_ADDRESS, BLE_NAME, serial_entry_data, setup_entry
 
-BLE_ADDRESS = "DA:17:BA:1A:0C:E5"
-BLE_NAME = "DL-DA17BA1A0CE5"
 SERVICE_UUID = "0000fff0-0000-1000-8000-00805f9b34fb"
 LINE = {CONF_BAUDRATE: "9600", CONF_PROTOCOL: "auto", CONF_RS485_ADDRESS: 1}
 """The line settings of the serial step as the form submits them."""
@@ -83,37 +82,50 @@ LINE = {CONF_BAUDRATE: "9600", CONF_PROTOCOL: "auto", CONF_RS485_ADDRESS: 1}
 # --- virtual devices that are not quite balancers -----------------------------
 
 
-class RefusesSettings(VirtualBalancer):
-    """Answers the live block but refuses every read from 0x80 on.
+def reads_settings(request: bytes) -> bool:
+    """Whether *request* is a D2 read from 0x80 on (settings, identity)."""
+    return (
+        request[:2] == bytes((D2_ADDRESS, FC_READ))
+        and int.from_bytes(request[2:4], "big") >= 0x80
+    )
 
-    Something at the D2 address that speaks Modbus but has no balancer's
-    settings: the client gets an exception reply (NotSupported).
+
+class Misbehaving(VirtualBalancer):
+    """A device that answers, but not quite like a balancer, while ``fault`` is set.
+
+    * ``zero_cells``: the cell count register reads 0;
+    * ``refuse_settings``: reads from 0x80 on get a Modbus exception;
+    * ``corrupt_settings``: replies to reads from 0x80 on have a bad CRC.
     """
 
-    refuse = True
+    fault: str | None = None
+
+    def registers(self, variant: Variant, start: int, count: int) -> list[int]:
+        """Show 0 in the cell count register for ``zero_cells``."""
+        values = super().registers(variant, start, count)
+        register = MODBUS_TABLES[variant].live.cell_count
+        if self.fault == "zero_cells" and start <= register < start + count:
+            values[register - start] = 0
+        return values
 
     def handle(self, request: bytes | bytearray) -> bytes | list[bytes] | None:
-        """Refuse settings reads while ``refuse`` is set."""
-        frame = bytes(request)
-        if (
-            self.refuse
-            and frame[:2] == bytes((D2_ADDRESS, FC_READ))
-            and int.from_bytes(frame[2:4], "big") >= 0x80
-        ):
+        """Refuse settings reads for ``refuse_settings``."""
+        if self.fault == "refuse_settings" and reads_settings(bytes(request)):
             return append_crc(bytes((D2_ADDRESS, FC_READ | FC_ERROR_FLAG, 0x02)))
         return super().handle(request)
 
-
-class ZeroCells(VirtualBalancer):
-    """A Modbus device whose cell count register reads 0."""
-
-    def registers(self, variant: Variant, start: int, count: int) -> list[int]:
-        """Show 0 in the cell count register."""
-        values = super().registers(variant, start, count)
-        register = MODBUS_TABLES[variant].live.cell_count
-        if start <= register < start + count:
-            values[register - start] = 0
-        return values
+    def answer(self, request: bytes | bytearray) -> Reply | None:
+        """Flip the CRC of settings replies for ``corrupt_settings``."""
+        reply = super().answer(request)
+        if (
+            reply is not None
+            and self.fault == "corrupt_settings"
+            and reads_settings(bytes(request))
+        ):
+            data = bytearray(reply.data)
+            data[-1] ^= 0xFF
+            return dataclasses.replace(reply, data=bytes(data))
+        return reply
 
 
 class WithSerialNumber(VirtualBalancer):
@@ -270,7 +282,7 @@ async def start_pick(hass: HomeAssistant) -> FlowResult:
     )
 
 
-def ble_entry(address: str = BLE_ADDRESS, **kwargs: Any) -> MockConfigEntry:
+def ble_config_entry(address: str = BLE_ADDRESS, **kwargs: Any) -> MockConfigEntry:
     """A Bluetooth entry for *address*."""
     return MockConfigEntry(
         domain=DOMAIN,
@@ -313,15 +325,10 @@ def fast_ble(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def connector(
-    monkeypatch: pytest.MonkeyPatch,
-    balancer: VirtualBalancer,
-    enable_bluetooth: None,
-    fast_ble: None,
+    enable_bluetooth: None, fast_ble: None, ble_connector: FakeConnector
 ) -> FakeConnector:
     """Bluetooth on, and every BLE connection reaches the virtual balancer."""
-    connector = fake_connector(balancer)
-    monkeypatch.setattr(ble, "establish_connection", connector)
-    return connector
+    return ble_connector
 
 
 @pytest.fixture
@@ -499,48 +506,50 @@ async def test_serial_no_response(
     assert result["data"][CONF_BAUDRATE] == 115200
 
 
-async def test_serial_corrupt_replies(
-    hass: HomeAssistant, server: VirtualServer, balancer: VirtualBalancer
+@pytest.mark.parametrize(
+    ("fault", "protocol"),
+    [
+        ("zero_cells", "d2"),
+        ("refuse_settings", "auto"),
+        ("corrupt_everything", "d2"),
+    ],
+)
+async def test_serial_not_a_balancer(
+    hass: HomeAssistant, fault: str, protocol: str
 ) -> None:
-    """Replies that never pass their checksum end as cannot_connect."""
-    balancer.faults = Faults(corrupt=1.0)
-    result = await start_manual(hass, protocol="d2")
-    result = await submit(hass, result, port=server.url)
-    assert result["type"] is FlowResultType.FORM
-    assert result["errors"] == {"base": "cannot_connect"}
-    assert hass.config_entries.async_entries(DOMAIN) == []
-
-
-async def test_serial_not_a_balancer(hass: HomeAssistant) -> None:
-    """Something answers, but refuses what every balancer has."""
-    device = RefusesSettings(16, variants=(Variant.D2,))
+    """Something answers, but not like a balancer."""
+    device = Misbehaving(16, variants=(Variant.D2,))
+    if fault == "corrupt_everything":
+        device.faults = Faults(corrupt=1.0)
+    else:
+        device.fault = fault
     async with await serve_tcp(device) as server:
-        result = await start_manual(hass)
+        result = await start_manual(hass, protocol=protocol)
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.FORM
         assert result["step_id"] == "serial_manual"
         assert result["errors"] == {"base": "not_a_balancer"}
         assert hass.config_entries.async_entries(DOMAIN) == []
-        device.refuse = False
+        assert not hass.data[BUSES]
+        # A real balancer on that port now.
+        device.fault = None
+        device.faults.clear()
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
         await hass.async_block_till_done()
         assert await hass.config_entries.async_unload(result["result"].entry_id)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BalancerClient.connect() turns the UnexpectedReply of variant detection "
-        "into BalancerTimeout, so a device reporting 0 cells shows no_response"
-    ),
-)
-async def test_serial_zero_cells_is_not_a_balancer(hass: HomeAssistant) -> None:
-    """A device that answers D2 with 0 cells is not a balancer."""
-    async with await serve_tcp(ZeroCells(16, variants=(Variant.D2,))) as server:
-        result = await start_manual(hass, protocol="d2")
+async def test_serial_line_fails_after_detection(hass: HomeAssistant) -> None:
+    """A balancer is detected, then its replies arrive corrupt: cannot_connect."""
+    device = Misbehaving(16, variants=(Variant.D2,))
+    device.fault = "corrupt_settings"
+    async with await serve_tcp(device) as server:
+        result = await start_manual(hass)
         result = await submit(hass, result, port=server.url)
-    assert result["errors"] == {"base": "not_a_balancer"}
+        assert result["type"] is FlowResultType.FORM
+        assert result["errors"] == {"base": "cannot_connect"}
+        assert hass.config_entries.async_entries(DOMAIN) == []
 
 
 async def test_serial_p81_wrong_address(hass: HomeAssistant) -> None:
@@ -789,7 +798,7 @@ async def test_bluetooth_discovery_already_configured(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """A configured dongle is not offered again."""
-    ble_entry().add_to_hass(hass)
+    ble_config_entry().add_to_hass(hass)
     info = service_info()
     await inject(hass, info, discover=False)
     result = await hass.config_entries.flow.async_init(
@@ -845,8 +854,8 @@ async def test_pick_bluetooth_lists_only_balancers(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """Only connectable, unconfigured devices that look like dongles are listed."""
-    ble_entry("BB:00:00:00:00:03").add_to_hass(hass)
-    ignored = ble_entry("AA:00:00:00:00:07", source=SOURCE_IGNORE)
+    ble_config_entry("BB:00:00:00:00:03").add_to_hass(hass)
+    ignored = ble_config_entry("AA:00:00:00:00:07", source=SOURCE_IGNORE)
     ignored.add_to_hass(hass)
     shown = listed()
     await inject(hass, *shown.values(), *not_listed(), discover=False)
@@ -876,7 +885,7 @@ async def test_pick_bluetooth_ignored_device(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """A device the user ignored can still be added by hand."""
-    ignored = ble_entry(source=SOURCE_IGNORE)
+    ignored = ble_config_entry(source=SOURCE_IGNORE)
     ignored.add_to_hass(hass)
     await inject(hass, service_info(), discover=False)
     result = await start_pick(hass)
@@ -891,7 +900,7 @@ async def test_pick_bluetooth_no_devices(
 ) -> None:
     """Nothing that looks like a balancer around: the flow ends."""
     await inject(hass, *not_listed(), discover=False)
-    ble_entry("BB:00:00:00:00:03").add_to_hass(hass)
+    ble_config_entry("BB:00:00:00:00:03").add_to_hass(hass)
     result = await start_pick(hass)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "no_devices_found"
@@ -937,7 +946,7 @@ async def test_pick_bluetooth_configured_meanwhile(
     """The device was added (by discovery) while the list was open."""
     await inject(hass, service_info(), discover=False)
     result = await start_pick(hass)
-    ble_entry().add_to_hass(hass)
+    ble_config_entry().add_to_hass(hass)
     result = await submit(hass, result, address=BLE_ADDRESS)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "already_configured"
@@ -1034,7 +1043,7 @@ async def test_reconfigure_to_port_of_other_entry(
 
 async def test_reconfigure_ble(hass: HomeAssistant) -> None:
     """A Bluetooth entry has nothing to reconfigure."""
-    entry = ble_entry()
+    entry = ble_config_entry()
     entry.add_to_hass(hass)
     result = await entry.start_reconfigure_flow(hass)
     assert result["type"] is FlowResultType.ABORT

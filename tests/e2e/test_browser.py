@@ -171,11 +171,14 @@ def _add_and_use(
     shot("login")
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(re.compile(r"/lovelace"))
+    expect(page.locator("a[data-panel=config]")).to_be_visible()
+    page.wait_for_load_state("networkidle")
 
     # --- add the integration with the config-flow dialog --------------------
     page.goto(f"{hass.url}/config/integrations/dashboard")
     page.get_by_role("button", name="Add integration").click()
-    page.get_by_placeholder("Search for a brand name").fill("Smart Active Balancer")
+    expect(page.get_by_text("Select brand")).to_be_visible()
+    page.keyboard.type("Smart Active Balancer")  # the search field has the focus
     page.get_by_text("Smart Active Balancer", exact=True).click()
     menu = page.get_by_text(SERIAL_CHOICE, exact=True)
     expect(menu).to_be_visible()

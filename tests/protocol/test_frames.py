@@ -441,3 +441,12 @@ def test_random_bytes_around_valid_frames(
     reassembler = FrameReassembler(variant)
     out = _feed(reassembler, b"".join(pieces), data.draw(st.lists(st.integers(0, 400))))
     assert all(_checksum_valid(variant, frame) for frame in out)
+
+
+def test_false_start_claiming_a_long_frame_does_not_hide_the_real_reply() -> None:
+    """Junk `D2 03 F0` says 240 data bytes follow; the real reply behind it wins."""
+    real = bytes.fromhex("d2030a0001010000100001000ac2bc")
+    reassembler = FrameReassembler(Variant.D2)
+    frames = reassembler.feed(bytes.fromhex("d203f0") + real)
+    assert [frame.raw for frame in frames] == [real]
+    assert reassembler.pending == 0

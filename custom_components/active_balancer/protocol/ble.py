@@ -89,7 +89,9 @@ class BleLink:
     async def open(self, on_data: DataCallback, on_lost: LostCallback) -> None:
         """Connect and subscribe to the notify characteristic."""
 
-        def disconnected(_client: object) -> None:
+        def disconnected(client: object) -> None:
+            if self._client is not None and client is not self._client:
+                return  # a late callback of an earlier connection
             _LOGGER.debug("%s disconnected", self._device.address)
             self._client = None
             on_lost(None)

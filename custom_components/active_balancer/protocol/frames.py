@@ -124,7 +124,9 @@ class FrameReassembler:
                 self._drop_start()
                 continue
             if len(buf) < length:
-                if len(buf) > _MAX_BUFFER:
+                if len(buf) > _MAX_BUFFER or self._later_frame_complete():
+                    # A false start claimed a long frame, but a whole valid
+                    # frame already follows it: resynchronise on that one.
                     self._drop_start()
                     continue
                 break
@@ -136,6 +138,23 @@ class FrameReassembler:
             del buf[:length]
             frames.append(self._build(raw))
         return frames
+
+    def _later_frame_complete(self) -> bool:
+        """Whether a complete, valid frame starts after the first byte."""
+        buf = self._buffer
+        for index in range(1, len(buf)):
+            if buf[index] not in self.addresses:
+                continue
+            rest = buf[index:]
+            length = self._frame_length(rest)
+            if (
+                length is not None
+                and length > 0
+                and len(rest) >= length
+                and self._checksum_ok(bytes(rest[:length]))
+            ):
+                return True
+        return False
 
     def _skip_to_start(self) -> bool:
         buf = self._buffer

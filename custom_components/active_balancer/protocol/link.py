@@ -154,7 +154,7 @@ class Bus:
         last_error: BalancerError | None = None
         for attempt in range(self.retries + 1):
             try:
-                return await self._attempt(request)
+                frames = await self._attempt(request)
             except (BalancerTimeout, ChecksumError, ConnectionFailed) as err:
                 last_error = err
                 _LOGGER.debug(
@@ -163,6 +163,12 @@ class Bus:
                     request.frame.hex(),
                     err,
                 )
+            else:
+                if last_error is not None:
+                    # An earlier attempt may still be answered late: let the
+                    # next request settle first so it cannot take that answer.
+                    self._dirty = True
+                return frames
         assert last_error is not None
         raise last_error
 
