@@ -74,26 +74,39 @@ Frame = ModbusFrame | A5Frame
 
 
 class FrameReassembler:
-    """Turn a byte stream into checksum-valid frames of one variant.
+    """Turn a byte stream into checksum-valid frames.
 
-    ``replies`` selects what is expected: device replies (the client's side) or
-    host requests (the virtual balancer's side). ``addresses`` limits the
-    accepted first bytes; by default every address of the variant is accepted.
+    ``variants`` is one variant or several (a virtual balancer hears D2, p81
+    and A5 requests on one line; their first bytes never overlap).
+    ``replies`` selects what is expected: device replies (the client's side)
+    or host requests (the device's side). ``addresses`` limits the accepted
+    first bytes; by default every address of the variants is accepted.
     """
 
     def __init__(
         self,
-        variant: Variant,
+        variants: Variant | Iterable[Variant],
         *,
         replies: bool = True,
         addresses: Iterable[int] | None = None,
     ) -> None:
-        """Create a reassembler for *variant*."""
-        self.variant = variant
+        """Create a reassembler for *variants*."""
+        chosen = (variants,) if isinstance(variants, Variant) else tuple(variants)
+        self.variant = chosen[0]
         self.replies = replies
-        if addresses is None:
-            addresses = _default_addresses(variant, replies=replies)
-        self.addresses = frozenset(addresses)
+        self._variant_of_start = {
+            start: variant
+            for variant in chosen
+            for start in _default_addresses(variant, replies=replies)
+        }
+        if addresses is not None:
+            allowed = frozenset(addresses)
+            self._variant_of_start = {
+                start: variant
+                for start, variant in self._variant_of_start.items()
+                if start in allowed
+            }
+        self.addresses = frozenset(self._variant_of_start)
         self._buffer = bytearray()
         self.rejected = 0
         """Frames dropped for a bad checksum or impossible length."""
@@ -173,7 +186,7 @@ class FrameReassembler:
 
     def _frame_length(self, buf: bytearray) -> int | None:
         """Length of the frame at the start of *buf*; None = need more, -1 = bad."""
-        if self.variant is Variant.A5:
+        if self._variant_of_start[buf[0]] is Variant.A5:
             if len(buf) < 4:  # noqa: PLR2004
                 return None
             expected = (A5_REPLY_ADDRESS,) if self.replies else A5_HOST_ADDRESSES
@@ -208,12 +221,12 @@ class FrameReassembler:
         return -1
 
     def _checksum_ok(self, raw: bytes) -> bool:
-        if self.variant is Variant.A5:
+        if self._variant_of_start[raw[0]] is Variant.A5:
             return a5_checksum(raw[:-1]) == raw[-1]
         return crc_ok(raw)
 
     def _build(self, raw: bytes) -> Frame:
-        if self.variant is Variant.A5:
+        if self._variant_of_start[raw[0]] is Variant.A5:
             return A5Frame(address=raw[1], command=raw[2], data=raw[4:12], raw=raw)
         return ModbusFrame(address=raw[0], function=raw[1], body=raw[2:-2], raw=raw)
 
@@ -225,3 +238,10 @@ def _default_addresses(variant: Variant, *, replies: bool) -> tuple[int, ...]:
         base = P81_REPLY_BASE if replies else P81_REQUEST_BASE
         return tuple(base + n for n in P81_ADDRESSES)
     return (A5_START,)
+
+
+def frame_variant(frame: Frame) -> Variant:
+    """The variant a checksum-valid frame belongs to."""
+    if isinstance(frame, A5Frame):
+        return Variant.A5
+    return Variant.D2 if frame.address == D2_ADDRESS else Variant.P81

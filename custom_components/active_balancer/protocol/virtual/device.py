@@ -18,11 +18,9 @@ from dataclasses import dataclass, field
 import math
 import time
 
-from ..crc import a5_checksum, append_crc, crc_ok
+from ..crc import a5_checksum, append_crc
 from ..frames import (
     A5_DATA_LENGTH,
-    A5_HOST_ADDRESSES,
-    A5_LENGTH,
     A5_REPLY_ADDRESS,
     A5_START,
     D2_ADDRESS,
@@ -34,6 +32,8 @@ from ..frames import (
     P81_ADDRESSES,
     P81_REPLY_BASE,
     P81_REQUEST_BASE,
+    FrameReassembler,
+    frame_variant,
 )
 from ..model import NEVER_SLEEP, Alarm, Alarms, Chemistry, Setting, Variant
 from ..registers import (
@@ -141,98 +141,39 @@ class RequestParser:
     """Split a byte stream from the host into checksum-valid request frames.
 
     Understands every variant at once (the host may probe D2, p81 and A5 on
-    the same line) and resynchronises after junk or a corrupt frame.
+    the same line) and resynchronises after junk or a corrupt frame; the
+    framing rules are the package's own :class:`~..frames.FrameReassembler`.
     """
 
     def __init__(self) -> None:
         """Create an empty parser."""
-        self._buffer = bytearray()
-        self.rejected = 0
+        self._reassembler = FrameReassembler(tuple(Variant), replies=False)
+
+    @property
+    def rejected(self) -> int:
         """Frames dropped for a bad checksum."""
-        self.discarded = 0
+        return self._reassembler.rejected
+
+    @property
+    def discarded(self) -> int:
         """Bytes skipped while resynchronising."""
+        return self._reassembler.discarded
 
     def clear(self) -> None:
         """Forget a partial frame."""
-        self._buffer.clear()
+        self._reassembler.clear()
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> list[bytes]:
         """Add *chunk*; return the complete request frames it finished."""
-        buf = self._buffer
-        buf += chunk
-        frames: list[bytes] = []
-        while buf:
-            if not _is_request_start(buf[0]):
-                self.discarded += 1
-                del buf[:1]
-                continue
-            length = request_length(buf)
-            if length is None:
-                break
-            if length < 0 or (len(buf) < length and len(buf) > _MAX_BUFFER):
-                self.discarded += 1
-                del buf[:1]
-                continue
-            if len(buf) < length:
-                break
-            raw = bytes(buf[:length])
-            if not _checksum_ok(raw):
-                self.rejected += 1
-                self.discarded += 1
-                del buf[:1]
-                continue
-            del buf[:length]
-            frames.append(raw)
-        return frames
-
-
-def _is_request_start(byte: int) -> bool:
-    return byte in (A5_START, D2_ADDRESS) or (byte - P81_REQUEST_BASE) in P81_ADDRESSES
-
-
-def request_length(buf: bytes | bytearray) -> int | None:
-    """Length of the request frame at the start of *buf*.
-
-    ``None``: more bytes are needed; ``-1``: not a request frame.
-    """
-    if buf[0] == A5_START:
-        if len(buf) < 4:  # noqa: PLR2004
-            return None
-        if buf[1] not in A5_HOST_ADDRESSES or buf[3] != A5_DATA_LENGTH:
-            return -1
-        return A5_LENGTH
-    if len(buf) < 2:  # noqa: PLR2004
-        return None
-    function = buf[1]
-    if function in (FC_READ, FC_WRITE_SINGLE):
-        return 8
-    if function == FC_WRITE_MULTIPLE:
-        if len(buf) < 6:  # noqa: PLR2004
-            return None
-        count = int.from_bytes(buf[4:6], "big")
-        if not 1 <= count <= MAX_READ_REGISTERS:
-            return -1
-        return 8 + 2 * count
-    return -1
-
-
-def _checksum_ok(raw: bytes) -> bool:
-    if raw[0] == A5_START:
-        return a5_checksum(raw[:-1]) == raw[-1]
-    return crc_ok(raw)
+        return [frame.raw for frame in self._reassembler.feed(chunk)]
 
 
 def _variant_of(frame: bytes) -> Variant | None:
     """Variant of a complete, checksum-valid request frame, else ``None``."""
-    if len(frame) < 8 or not _is_request_start(frame[0]):  # noqa: PLR2004
+    frames = FrameReassembler(tuple(Variant), replies=False).feed(frame)
+    if len(frames) != 1 or frames[0].raw != frame:
         return None
-    if request_length(frame) != len(frame) or not _checksum_ok(frame):
-        return None
-    if frame[0] == A5_START:
-        return Variant.A5
-    if frame[0] == D2_ADDRESS:
-        return Variant.D2
-    return Variant.P81
+    return frame_variant(frames[0])
 
 
 def _u16(value: int) -> bytes:
