@@ -8,8 +8,12 @@ from pathlib import Path
 import time
 from typing import Any
 
-from custom_components.active_balancer.protocol import BalancerClient, Bus, Variant
-from custom_components.active_balancer.protocol import codec
+from custom_components.active_balancer.protocol import (
+    BalancerClient,
+    Bus,
+    Variant,
+    codec,
+)
 from custom_components.active_balancer.protocol.ble import BleLink
 from custom_components.active_balancer.protocol.frames import FrameReassembler
 from custom_components.active_balancer.protocol.model import Reading
@@ -102,9 +106,7 @@ def _cpu_per_call(function: Any, iterations: int) -> float:
     return (time.process_time() - start) / iterations
 
 
-async def decode_cost(
-    config: BenchConfig, peer_python: Path | None
-) -> dict[str, Any]:
+async def decode_cost(config: BenchConfig, peer_python: Path | None) -> dict[str, Any]:
     """CPU per poll to decode a 24S D2 reading: ours against aiobmsble's DALY."""
     balancer = VirtualBalancer(CELLS, temperatures=TEMPERATURES, ble=True)
     request, reply = _live_reply(balancer, D2_TABLE.live.block)

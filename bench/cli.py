@@ -1,9 +1,9 @@
 """Run the benchmark and print its table (or ``--json``).
 
-    scripts/bench                 # everything, about 3 minutes
-    scripts/bench --json          # one JSON object on stdout
-    scripts/bench --smoke --json  # seconds: keeps every part working (CI)
-    scripts/bench --only serial,bus --rounds 5
+scripts/bench                 # everything, about 3 minutes
+scripts/bench --json          # one JSON object on stdout
+scripts/bench --smoke --json  # seconds: keeps every part working (CI)
+scripts/bench --only serial,bus --rounds 5
 """
 
 from __future__ import annotations
@@ -85,7 +85,9 @@ def run_ha(config: BenchConfig) -> dict[str, Any]:
     """Parts 4, 5b and 6 in a pytest process of their own (the HA harness)."""
     with tempfile.TemporaryDirectory(prefix="bench-ha-") as out:
         env = {
-            key: value for key, value in os.environ.items() if not key.startswith("COV_")
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("COV_")
         }
         env["BENCH_HA_CONFIG"] = json.dumps(config.as_dict())
         env["BENCH_HA_OUT"] = out
@@ -98,6 +100,9 @@ def run_ha(config: BenchConfig) -> dict[str, Any]:
             "-x",
             "-p",
             "no:cacheprovider",
+            # pytest's log capture keeps every record: memory that is not ours.
+            "-p",
+            "no:logging",
             f"--timeout={HA_TIMEOUT}",
         ]
         proc = subprocess.run(  # noqa: S603 - our own interpreter and file
@@ -123,17 +128,25 @@ async def run_async(
 ) -> dict[str, Any]:
     """Parts 1, 2, 3 and 5a (one event loop, virtual lines in-process)."""
     results: dict[str, Any] = {}
-    if "serial" in parts:
-        results["serial"] = await serial_polls(config)
-    if "peers" in parts:
-        if peer_python is None:
-            results["peers"] = {"skipped": _peer_skip_reason(config)}
+    durations: dict[str, float] = {}
+    for part in ("serial", "peers", "ble", "bus"):
+        if part not in parts:
+            continue
+        start = time.perf_counter()
+        if part == "serial":
+            results[part] = await serial_polls(config)
+        elif part == "peers":
+            results[part] = (
+                {"skipped": _peer_skip_reason(config)}
+                if peer_python is None
+                else await peer_comparison(config, peer_python)
+            )
+        elif part == "ble":
+            results[part] = await ble_part(config, peer_python)
         else:
-            results["peers"] = await peer_comparison(config, peer_python)
-    if "ble" in parts:
-        results["ble"] = await ble_part(config, peer_python)
-    if "bus" in parts:
-        results["bus"] = await bus_cycles(config)
+            results[part] = await bus_cycles(config)
+        durations[part] = round(time.perf_counter() - start, 1)
+    results["durations_s"] = durations
     return results
 
 
@@ -229,14 +242,14 @@ def evaluate_targets(
     ha = results.get("ha", {})
     loop = ha.get("event_loop")
     if loop:
-        for kind in ("unchanged", "changed"):
-            targets.append(
-                _target(
-                    f"event loop CPU per poll, 24S, values {kind} (ms)",
-                    loop[kind]["cpu_ms_median"],
-                    2,
-                )
+        targets.extend(
+            _target(
+                f"event loop CPU per poll, 24S, values {kind} (ms)",
+                loop[kind]["cpu_ms_median"],
+                2,
             )
+            for kind in ("unchanged", "changed")
+        )
         targets.append(
             _target(
                 "state writes per poll, nothing changed",
@@ -461,7 +474,9 @@ def render(report: dict[str, Any]) -> str:
                 ],
                 [
                     [
-                        "nothing changed" if kind == "unchanged" else loop[kind]["what"],
+                        "nothing changed"
+                        if kind == "unchanged"
+                        else loop[kind]["what"],
                         loop[kind]["cpu_ms_median"],
                         loop[kind]["cpu_ms_max"],
                         loop[kind]["state_writes_per_poll"],
@@ -579,7 +594,8 @@ def render(report: dict[str, Any]) -> str:
         f"{report['started']})",
         f"Machine: {machine['nproc']} cores, {machine['cpu']}, Python "
         f"{machine['python']}, Home Assistant {machine['homeassistant']}, "
-        f"{machine['platform']}",
+        f"{machine['platform']}; load average (1 min) {machine['load_before']:g} "
+        f"before, {machine['load_after']:g} after",
     ]
     return "\n".join(out)
 
@@ -595,16 +611,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     peer_python = _peer_python(config, args.peer_python)
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     results = asyncio.run(run_async(config, parts, peer_python))
     if "ha" in parts:
+        ha_start = time.perf_counter()
         results["ha"] = run_ha(config)
+        results["durations_s"]["ha"] = round(time.perf_counter() - ha_start, 1)
     argv_shown = list(sys.argv[1:] if argv is None else argv)
     report = {
         "command": shlex.join(["scripts/bench", *argv_shown]),
         "started": started.isoformat(),
         "duration_s": round(time.perf_counter() - start, 1),
-        "machine": machine_info(),
+        "machine": machine_info()
+        | {
+            "load_before": round(load_before, 2),
+            "load_after": round(os.getloadavg()[0], 2),
+        },
         "config": config.as_dict(),
         "results": results,
         "targets": evaluate_targets(results, timings=not config.smoke),

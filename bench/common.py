@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 import os
 from pathlib import Path
 import platform
@@ -55,12 +56,11 @@ class BenchConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BenchConfig:
         """The configuration :meth:`as_dict` returned (lists back to tuples)."""
-        return cls(
-            **{
-                key: tuple(value) if isinstance(value, list) else value
-                for key, value in data.items()
-            }
-        )
+        values: dict[str, Any] = {
+            key: tuple(value) if isinstance(value, list) else value
+            for key, value in data.items()
+        }
+        return cls(**values)
 
 
 SMOKE = BenchConfig(
@@ -136,8 +136,8 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        from homeassistant.const import __version__ as ha_version  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - the harness is always installed
+        ha_version = version("homeassistant")
+    except PackageNotFoundError:  # pragma: no cover - the harness is installed
         ha_version = "not installed"
     return {
         "nproc": len(os.sched_getaffinity(0)),

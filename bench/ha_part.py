@@ -24,7 +24,7 @@ import time
 import tracemalloc
 from types import TracebackType
 from typing import Any, Self
-from unittest.mock import PropertyMock, patch
+from unittest.mock import patch
 
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
@@ -93,13 +93,17 @@ def _harness(enable_custom_integrations: None, socket_enabled: None) -> Generato
 
 @pytest.fixture
 def all_entities_enabled() -> Generator[None]:
-    """Every entity enabled, also those disabled by default."""
-    with patch(
-        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
-        return_value=True,
-        new_callable=PropertyMock,
-    ):
+    """Every entity enabled, also those disabled by default.
+
+    A plain property, not a ``PropertyMock``: a mock records every call and
+    its memory would be counted as the integration's.
+    """
+    with patch.object(Entity, "entity_registry_enabled_default", property(_true)):
         yield
+
+
+def _true(_entity: Entity) -> bool:
+    return True
 
 
 class ThreadedLine:
@@ -135,7 +139,7 @@ class ThreadedLine:
                 )
             )
             self.url = self._server.url
-        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+        except BaseException as err:
             self._error = err
             return
         finally:
@@ -257,7 +261,9 @@ async def test_event_loop_cost(hass: HomeAssistant) -> None:
     """Part 4: CPU per poll in the event loop, and state writes per poll."""
     config = _config()
     base = [3.300 + 0.002 * (i % 4) for i in range(LOOP_CELLS)]
-    balancer = VirtualBalancer(LOOP_CELLS, cell_voltages=base, temperatures=TEMPERATURES)
+    balancer = VirtualBalancer(
+        LOOP_CELLS, cell_voltages=base, temperatures=TEMPERATURES
+    )
     with ThreadedLine([balancer], baudrate=None, turnaround=0.0) as line:
         entry = _serial_entry(hass, line.url, "Balancer 24S", "bench-24s", 9600)
         coordinator = await _setup(hass, entry)
@@ -267,8 +273,7 @@ async def test_event_loop_cost(hass: HomeAssistant) -> None:
         await hass.async_block_till_done()
 
         unchanged_cpu = [
-            await _cpu(hass, coordinator.async_refresh)
-            for _ in range(config.ha_rounds)
+            await _cpu(hass, coordinator.async_refresh) for _ in range(config.ha_rounds)
         ]
         changed_cpu = []
         for index in range(config.ha_rounds):
@@ -508,7 +513,9 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
     grown = sum(stat.size_diff for stat in diff)
     measured = max(1, count - 1)
     top = {
-        f"{_short(stat.traceback[0].filename)}:{stat.traceback[0].lineno}": round(stat.size_diff / measured / 1024, 1)
+        f"{_short(stat.traceback[0].filename)}:{stat.traceback[0].lineno}": round(
+            stat.size_diff / measured / 1024, 1
+        )
         for stat in sorted(diff, key=lambda stat: -stat.size_diff)[:12]
     }
     del before, after

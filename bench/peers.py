@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable
+import importlib
 from importlib.metadata import version
 import json
 import logging
@@ -44,10 +45,10 @@ def _timed(
 
 def run_dalybms(port: str, rounds: int, all_rounds: int) -> dict[str, Any]:
     """Read the balancer on *port* with dalybms, the way its README does."""
-    from dalybms import DalyBMS  # type: ignore[import-not-found]  # noqa: PLC0415
+    daly_bms = importlib.import_module("dalybms")
 
     logging.disable(logging.CRITICAL)  # it logs every failed command as an error
-    bms = DalyBMS(request_retries=3, address=4)  # 4: RS485/UART host address
+    bms = daly_bms.DalyBMS(request_retries=3, address=4)  # 4: RS485/UART host address
     start = time.perf_counter()
     bms.connect(port)  # opens the port at 9600 8N1 and reads 0x94 (status)
     connect = time.perf_counter() - start
@@ -81,7 +82,9 @@ def run_dalybms(port: str, rounds: int, all_rounds: int) -> dict[str, Any]:
     for _ in range(all_rounds):
         spent: dict[str, float] = {}
         for name in methods:
-            setattr(bms, name, _timed(name, getattr(type(bms), name).__get__(bms), spent))
+            setattr(
+                bms, name, _timed(name, getattr(type(bms), name).__get__(bms), spent)
+            )
         start = time.perf_counter()
         data = bms.get_all()
         totals.append(time.perf_counter() - start)
@@ -117,16 +120,16 @@ def run_dalybms(port: str, rounds: int, all_rounds: int) -> dict[str, Any]:
 
 def run_aiobmsble(frame_hex: str, iterations: int) -> dict[str, Any]:
     """CPU time of aiobmsble's DALY class turning the D2 live reply into values."""
-    from aiobmsble.bms.daly_bms import BMS  # type: ignore[import-not-found]  # noqa: PLC0415
-    from bleak.backends.device import BLEDevice  # type: ignore[import-not-found]  # noqa: PLC0415
+    daly_bms = importlib.import_module("aiobmsble.bms.daly_bms")
+    bleak_device = importlib.import_module("bleak.backends.device")
 
     frame = bytes.fromhex(frame_hex)
-    device = BLEDevice(
+    device = bleak_device.BLEDevice(
         "DA:17:BA:1A:0C:E5",
         "DL-DA17BA1A0CE5",
         {"path": "/org/bluez/hci0/dev_DA_17_BA_1A_0C_E5", "props": {}},
     )
-    bms = BMS(device)  # creates a BleakClient object; nothing connects
+    bms = daly_bms.BMS(device)  # creates a BleakClient object; nothing connects
     bms._mos_avail = False  # the balancer has no MOS sensor: one request a poll
 
     notifications = [frame]

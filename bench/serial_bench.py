@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+import fcntl
 import json
+import os
 from pathlib import Path
-from time import perf_counter
+import time
 from typing import Any
 
 from custom_components.active_balancer.protocol import BalancerClient, Bus, Variant
@@ -30,6 +32,7 @@ TEMPERATURES = (25.0, 26.0)
 """Two fitted temperature sensors, as on the captured balancer's connector."""
 
 PEER_CELLS = 16
+PORT_RELEASE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -75,9 +78,9 @@ async def _polls(client: BalancerClient, rounds: int) -> list[PollRecord]:
     records = []
     for _ in range(rounds):
         before = snapshot(client.bus.stats)
-        start = perf_counter()
+        start = time.perf_counter()
         await client.poll()
-        elapsed = perf_counter() - start
+        elapsed = time.perf_counter() - start
         records.append(PollRecord(elapsed, Traffic.between(before, client.bus.stats)))
     return records
 
@@ -121,6 +124,29 @@ async def serial_polls(config: BenchConfig) -> list[dict[str, Any]]:
 
 
 # --- part 2: the peer library on the same line ---------------------------------
+
+
+async def port_released(path: str) -> None:
+    """Wait until no process holds the serial lock (flock) of *path*.
+
+    ``SerialLink.close`` does not wait for serialx to close the port, so the
+    lock of the previous client may still be held right after it returns.
+    """
+    deadline = time.monotonic() + PORT_RELEASE_SECONDS
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.01)
+            else:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return
+    finally:
+        os.close(fd)
 
 
 def dalybms_wire_limit(config: BenchConfig, cells: int, sensors: int) -> float:
@@ -168,6 +194,7 @@ async def peer_comparison(config: BenchConfig, peer_python: Path) -> dict[str, A
         result["dalybms"] = peer
         ours: dict[str, Any] = {}
         for name, variant in (("a5", Variant.A5), ("auto", None)):
+            await port_released(server.path)
             client = BalancerClient(
                 Bus(SerialLink(server.path, config.baudrate)), variant=variant
             )
@@ -216,9 +243,9 @@ async def bus_cycle(config: BenchConfig, size: int) -> dict[str, Any]:
                 await client.connect()
             for _ in range(config.bus_rounds):
                 before = snapshot(bus.stats)
-                start = perf_counter()
+                start = time.perf_counter()
                 await asyncio.gather(*(client.poll() for client in clients))
-                elapsed = perf_counter() - start
+                elapsed = time.perf_counter() - start
                 records.append(PollRecord(elapsed, Traffic.between(before, bus.stats)))
         finally:
             await bus.close()

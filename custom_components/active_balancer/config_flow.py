@@ -30,6 +30,7 @@ from homeassistant.helpers.selector import (
     SelectSelectorMode,
     TextSelector,
 )
+from homeassistant.util.ulid import ulid_now
 import serialx
 import voluptuous as vol
 
@@ -305,16 +306,20 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         """Type a device path or a socket:// / rfc2217:// URL."""
         errors: dict[str, str] = {}
         if user_input is not None and CONF_PORT in user_input:
-            result = await self._async_serial_done(
-                self._serial_input | user_input, errors
-            )
+            self._serial_input = self._serial_input | user_input
+            result = await self._async_serial_done(self._serial_input, errors)
             if result is not None:
                 return result
+        suggested = {
+            key: value
+            for key, value in self._serial_input.items()
+            if not (key == CONF_PORT and value == MANUAL_PORT)
+        }
         return self.async_show_form(
             step_id="serial_manual",
             data_schema=self.add_suggested_values_to_schema(
-                vol.Schema({vol.Required(CONF_PORT): TextSelector()}),
-                user_input if user_input and CONF_PORT in user_input else {},
+                vol.Schema({vol.Required(CONF_PORT): TextSelector(), **_line_schema()}),
+                suggested,
             ),
             errors=errors,
         )
@@ -327,11 +332,18 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         if data is None:
             return None
         assert self._info is not None
-        unique_id = self._info.serial_number or _port_identity(data)
-        await self.async_set_unique_id(unique_id, raise_on_progress=False)
-        self._abort_if_unique_id_configured()
         if self._port_in_use(data):
             return self.async_abort(reason="already_configured")
+        unique_id = self._info.serial_number
+        if unique_id is None:
+            # No serial number: the port and address are the identity. An
+            # entry reconfigured onto another port keeps its old id, so a new
+            # balancer on that old port gets a fresh one.
+            unique_id = _port_identity(data)
+            if unique_id in self._async_current_ids(include_ignore=False):
+                unique_id = f"{unique_id}-{ulid_now()}"
+        await self.async_set_unique_id(unique_id, raise_on_progress=False)
+        self._abort_if_unique_id_configured()
         return self.async_create_entry(
             title=self._title(data[CONF_PORT]),
             data=data,

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import dataclasses
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
-from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.components.diagnostics import REDACTED, async_redact_data
 from homeassistant.const import CONF_ADDRESS
 from homeassistant.core import HomeAssistant
 
@@ -23,6 +26,11 @@ async def async_get_config_entry_diagnostics(
     client = coordinator.client
     data = coordinator.data
     stats = dataclasses.asdict(client.bus.stats)
+    scrub = _scrubber(
+        entry.data.get(CONF_PORT),
+        entry.data.get(CONF_ADDRESS),
+        data.info.serial_number,
+    )
     return {
         "entry": async_redact_data(
             {
@@ -50,14 +58,44 @@ async def async_get_config_entry_diagnostics(
             "quality_percent": coordinator.link_quality,
             "rssi": coordinator.rssi,
             "last_update_success": coordinator.last_update_success,
-            "last_error": coordinator.last_error,
+            "last_error": scrub(coordinator.last_error),
             "statistics": stats,
             "last_frames": [
-                {"direction": direction, "hex": frame}
+                {"direction": direction, "hex": scrub(frame)}
                 for direction, frame in client.bus.history
             ],
         },
     }
+
+
+def _scrubber(*values: str | None) -> Callable[[str | None], str | None]:
+    """Return a function that redacts *values* inside free text.
+
+    Error messages name the port or the Bluetooth address (and the dongle's
+    name, which holds the address without colons); the identity frames carry
+    the serial number as ASCII, shown here in hex.
+    """
+    secrets: set[str] = set()
+    for value in filter(None, values):
+        secrets.add(value)
+        if "://" in value:
+            url = urlsplit(value)
+            secrets.update((url.netloc, url.hostname or ""))
+        if ":" in value and "://" not in value:
+            secrets.add(value.replace(":", ""))
+        secrets.add(value.encode().hex())
+    secrets.discard("")
+    if not secrets:
+        return lambda text: text
+    pattern = re.compile(
+        "|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)),
+        re.IGNORECASE,
+    )
+
+    def scrub(text: str | None) -> str | None:
+        return None if text is None else pattern.sub(REDACTED, text)
+
+    return scrub
 
 
 def _plain(obj: Any) -> dict[str, Any]:

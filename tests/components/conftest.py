@@ -68,6 +68,7 @@ def fast_links(monkeypatch: pytest.MonkeyPatch) -> Generator[None]:
 
     def bus_init(self: link.Bus, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("settle", 0.02)
+        kwargs.setdefault("late_window", 0.05)
         original_bus(self, *args, **kwargs)
 
     monkeypatch.setattr(link.Bus, "__init__", bus_init)
@@ -94,7 +95,9 @@ async def server(balancer: VirtualBalancer) -> AsyncIterator[VirtualServer]:
         yield srv
 
 
-def serial_entry_data(url: str, variant: str = "d2", address: int = 1) -> dict[str, Any]:
+def serial_entry_data(
+    url: str, variant: str = "d2", address: int = 1
+) -> dict[str, Any]:
     """Entry data for a serial balancer at *url*."""
     return {
         CONF_TRANSPORT: TRANSPORT_SERIAL,

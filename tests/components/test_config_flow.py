@@ -24,6 +24,7 @@ from homeassistant.components.bluetooth import (
 from homeassistant.config_entries import (
     SOURCE_BLUETOOTH,
     SOURCE_IGNORE,
+    SOURCE_RECONFIGURE,
     SOURCE_USER,
     ConfigEntryState,
 )
@@ -50,7 +51,13 @@ from custom_components.active_balancer.const import (
     TRANSPORT_BLE,
     TRANSPORT_SERIAL,
 )
-from custom_components.active_balancer.protocol import Chemistry, Variant, ble
+from custom_components.active_balancer.protocol import (
+    Chemistry,
+    Variant,
+    ble,
+    link,
+    serial,
+)
 from custom_components.active_balancer.protocol.crc import append_crc
 from custom_components.active_balancer.protocol.frames import (
     D2_ADDRESS,
@@ -158,6 +165,19 @@ def closed_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"socket://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def quick_serial_timeout() -> Iterator[None]:
+    """While nothing useful will answer: give up on each request sooner."""
+    original = serial.SerialLink.__init__
+
+    def init(self: serial.SerialLink, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.base_timeout = 0.05
+
+    with patch.object(serial.SerialLink, "__init__", init):
+        yield
 
 
 def field(result: FlowResult, name: str) -> Any:
@@ -268,8 +288,21 @@ async def start_manual(hass: HomeAssistant, **line: Any) -> FlowResult:
 
 
 async def submit(hass: HomeAssistant, result: FlowResult, **data: Any) -> FlowResult:
-    """Submit *data* to the form of *result*."""
-    return await hass.config_entries.flow.async_configure(result["flow_id"], data)
+    """Submit *data* to the form of *result*, as the UI does: with what it shows.
+
+    The frontend sends every field, pre-filled ones included; *data* is what
+    the user typed over them.
+    """
+    shown: dict[str, Any] = {}
+    schema = result.get("data_schema")
+    if schema is not None:
+        for key in schema.schema:
+            value = (getattr(key, "description", None) or {}).get("suggested_value")
+            if value is not None:
+                shown[str(key)] = value
+    return await hass.config_entries.flow.async_configure(
+        result["flow_id"], shown | data
+    )
 
 
 async def start_pick(hass: HomeAssistant) -> FlowResult:
@@ -308,6 +341,18 @@ def serial_ports() -> Iterator[AsyncMock]:
         return_value=[],
     ) as ports:
         yield ports
+
+
+@pytest.fixture(autouse=True)
+def short_late_window(monkeypatch: pytest.MonkeyPatch, fast_links: None) -> None:
+    """Wait only briefly for late answers after a timeout (silent devices)."""
+    original = link.Bus.__init__
+
+    def init(self: link.Bus, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("late_window", 0.05)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(link.Bus, "__init__", init)
 
 
 @pytest.fixture
@@ -492,7 +537,8 @@ async def test_serial_no_response(
     """A port that opens but where nothing answers (any protocol)."""
     balancer.faults = Faults(silent=True)
     result = await start_manual(hass, baudrate="115200")
-    result = await submit(hass, result, port=server.url)
+    with quick_serial_timeout():
+        result = await submit(hass, result, port=server.url)
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "serial_manual"
     assert result["errors"] == {"base": "no_response"}
@@ -525,7 +571,8 @@ async def test_serial_not_a_balancer(
         device.fault = fault
     async with await serve_tcp(device) as server:
         result = await start_manual(hass, protocol=protocol)
-        result = await submit(hass, result, port=server.url)
+        with quick_serial_timeout():
+            result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.FORM
         assert result["step_id"] == "serial_manual"
         assert result["errors"] == {"base": "not_a_balancer"}
@@ -546,7 +593,8 @@ async def test_serial_line_fails_after_detection(hass: HomeAssistant) -> None:
     device.fault = "corrupt_settings"
     async with await serve_tcp(device) as server:
         result = await start_manual(hass)
-        result = await submit(hass, result, port=server.url)
+        with quick_serial_timeout():
+            result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.FORM
         assert result["errors"] == {"base": "cannot_connect"}
         assert hass.config_entries.async_entries(DOMAIN) == []
@@ -556,8 +604,11 @@ async def test_serial_p81_wrong_address(hass: HomeAssistant) -> None:
     """p81 with a board number nobody has: nothing answers."""
     balancer = VirtualBalancer(16, variants=(Variant.P81,), address=1)
     async with await serve_tcp(balancer) as server:
-        result = await start_manual(hass, protocol="p81", rs485_address=3)
-        result = await submit(hass, result, port=server.url)
+        result = await start_manual(
+            hass, protocol="p81", rs485_address=3, baudrate="115200"
+        )
+        with quick_serial_timeout():
+            result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.FORM
         assert result["errors"] == {"base": "no_response"}
         assert balancer.requests == 0
@@ -676,8 +727,11 @@ async def test_p81_two_balancers_on_one_bus(hass: HomeAssistant) -> None:
         assert second_entry.state is ConfigEntryState.LOADED
 
         # One bus, one connection, both entries on it; the first still polls.
+        # Connections ever opened: the first probe's and the first entry's;
+        # the second probe and the second entry used the first entry's bus.
         assert len(hass.data[BUSES]) == 1
         assert server.connections == 1
+        assert server.connects == 2
         coordinator = first_entry.runtime_data
         assert coordinator.client.bus is second_entry.runtime_data.client.bus
         await coordinator.async_refresh()
@@ -1091,3 +1145,32 @@ async def test_options(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     assert field(result, CONF_KEEP_CONNECTED).default() is False
     assert field(result, CONF_SETTINGS_EVERY).default() == 3
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+async def test_new_balancer_on_a_port_an_entry_moved_away_from(
+    hass: HomeAssistant, server: VirtualServer
+) -> None:
+    """After a reconfigure, the old port can host a new balancer (new unique id)."""
+    result = await start_manual(hass)
+    result = await submit(hass, result, port=server.url)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    first = result["result"]
+    assert first.unique_id == f"{server.url}-1"
+    async with await serve_tcp(VirtualBalancer(16)) as other:
+        result = await hass.config_entries.flow.async_init(
+            DOMAIN,
+            context={"source": SOURCE_RECONFIGURE, "entry_id": first.entry_id},
+        )
+        result = await submit(hass, result, port=other.url, **LINE)
+        assert result["reason"] == "reconfigure_successful"
+        await hass.async_block_till_done()
+
+        result = await start_manual(hass)
+        result = await submit(hass, result, port=server.url)
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        second = result["result"]
+        assert second.unique_id != first.unique_id
+        assert second.unique_id.startswith(f"{server.url}-1-")
+        assert second.data[CONF_PORT] == server.url
+        for entry in (first, second):
+            assert await hass.config_entries.async_unload(entry.entry_id)

@@ -257,6 +257,23 @@ async def test_ble_rssi_and_device(
     assert ble_connector.connects == 1  # the link stayed open all along
 
 
+async def test_ble_rssi_kept_without_advertisements(
+    hass: HomeAssistant,
+    ble_entry: MockConfigEntry,
+    entity_registry_enabled_by_default: None,
+) -> None:
+    """No advertisement on record any more (still connected): RSSI is kept."""
+    await setup_entry(hass, ble_entry)
+    with patch(
+        "custom_components.active_balancer.coordinator.bluetooth.async_last_service_info",
+        return_value=None,
+    ):
+        await async_next_poll(hass)
+    assert hass.states.get(RSSI).state == "-60"
+    assert hass.states.get("sensor.balancer_ble_connection") is None
+    assert hass.states.get("binary_sensor.balancer_ble_connection").state == STATE_ON
+
+
 async def test_ble_reconnects_with_the_latest_device(
     hass: HomeAssistant,
     ble_entry: MockConfigEntry,

@@ -140,20 +140,20 @@ async def test_settings_read_after_a_write(
 
 
 @pytest.mark.parametrize(
-    ("entity_id", "value", "domain", "key"),
+    "case",
     [
         # The entity's own range: Home Assistant refuses before the balancer is
         # asked (translation of the number integration).
-        pytest.param(DELTA, 0.019, NUMBER_DOMAIN, "out_of_range", id="range"),
+        pytest.param((DELTA, 0.019, NUMBER_DOMAIN, "out_of_range"), id="range"),
         # The start voltage's range follows the LFP chemistry (2.5 to 3.6 V).
-        pytest.param(START, 3.7, NUMBER_DOMAIN, "out_of_range", id="chemistry"),
-        pytest.param(START, 2.4, NUMBER_DOMAIN, "out_of_range", id="chemistry_low"),
+        pytest.param((START, 3.7, NUMBER_DOMAIN, "out_of_range"), id="chemistry"),
+        pytest.param((START, 2.4, NUMBER_DOMAIN, "out_of_range"), id="chemistry_low"),
         # Between the steps: refused by the integration.
-        pytest.param(DELTA, 0.0305, DOMAIN, "invalid_step", id="step"),
-        pytest.param(SLEEP_TIME, 10.5, DOMAIN, "invalid_step", id="sleep_step"),
+        pytest.param((DELTA, 0.0305, DOMAIN, "invalid_step"), id="step"),
+        pytest.param((SLEEP_TIME, 10.5, DOMAIN, "invalid_step"), id="sleep_step"),
         # Over-voltage alarm at or below the under-voltage alarm (2.3 V).
-        pytest.param(OVER_ALARM, 2.2, DOMAIN, "invalid_alarm_order", id="over"),
-        pytest.param(UNDER_ALARM, 3.6, DOMAIN, "invalid_alarm_order", id="under"),
+        pytest.param((OVER_ALARM, 2.2, DOMAIN, "invalid_alarm_order"), id="over"),
+        pytest.param((UNDER_ALARM, 3.6, DOMAIN, "invalid_alarm_order"), id="under"),
     ],
 )
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
@@ -161,12 +161,10 @@ async def test_refused_values(
     hass: HomeAssistant,
     entry: MockConfigEntry,
     balancer: VirtualBalancer,
-    entity_id: str,
-    value: float,
-    domain: str,
-    key: str,
+    case: tuple[str, float, str, str],
 ) -> None:
     """Values the manuals forbid are refused with a message; nothing is written."""
+    entity_id, value, domain, key = case
     await setup_entry(hass, entry)
     before = hass.states.get(entity_id).state
 
@@ -194,27 +192,32 @@ async def test_refused_value_message(
         "step": "0.001",
         "unit": "V",
     }
-    assert str(err.value) == "0.0305 V is not a multiple of 0.001 V; nothing was written"
+    assert (
+        str(err.value) == "0.0305 V is not a multiple of 0.001 V; nothing was written"
+    )
 
 
 @pytest.mark.parametrize(
-    ("setting", "value", "key"),
+    "case",
     [
-        (Setting.BALANCE_DELTA_VOLTAGE, 0.019, "invalid_range"),
-        (Setting.BALANCE_START_VOLTAGE, 3.7, "invalid_chemistry"),
-        (Setting.CELL_COUNT, 8, "not_writable"),
-        (Setting.CHEMISTRY, 1, "not_writable"),
+        pytest.param(
+            (Setting.BALANCE_DELTA_VOLTAGE, 0.019, "invalid_range"), id="range"
+        ),
+        pytest.param(
+            (Setting.BALANCE_START_VOLTAGE, 3.7, "invalid_chemistry"), id="chemistry"
+        ),
+        pytest.param((Setting.CELL_COUNT, 8, "not_writable"), id="cell_count"),
+        pytest.param((Setting.CHEMISTRY, 1, "not_writable"), id="chemistry_code"),
     ],
 )
 async def test_write_helper_refuses(
     hass: HomeAssistant,
     entry: MockConfigEntry,
     balancer: VirtualBalancer,
-    setting: Setting,
-    value: float,
-    key: str,
+    case: tuple[Setting, float, str],
 ) -> None:
     """The write helper checks the rules itself, whoever calls it."""
+    setting, value, key = case
     await setup_entry(hass, entry)
     with pytest.raises(ServiceValidationError) as err:
         await entry.runtime_data.async_write(setting, value)

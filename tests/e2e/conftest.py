@@ -7,24 +7,15 @@ temporary configuration folder and port) and its own virtual balancer.
 from __future__ import annotations
 
 from collections.abc import Iterator
-import warnings
+from typing import TYPE_CHECKING
 
 import pytest
 
-# Importing the integration imports Home Assistant's http component, which
-# warns about its own aiohttp subclass; not this project's concern.
-warnings.filterwarnings(
-    "ignore",
-    message="Inheritance class HomeAssistantApplication",
-    category=DeprecationWarning,
-)
-
-from custom_components.active_balancer.protocol import Chemistry
-from custom_components.active_balancer.protocol.cli import unbalanced_voltages
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
-
 from .hass import HassProcess, port_open
 from .virtual import BalancerThread
+
+if TYPE_CHECKING:
+    from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
 CELLS = 16
 SPREAD_MV = 40
@@ -40,6 +31,13 @@ def pytest_configure(config: pytest.Config) -> None:
             "(scripts/test does this)"
         )
         raise pytest.UsageError(msg)
+    # Importing the integration imports Home Assistant's http component, which
+    # warns about its own aiohttp subclass (the harness hides it in run 1). So
+    # this conftest and virtual.py import the integration only after this.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:Inheritance class HomeAssistantApplication:DeprecationWarning",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +47,11 @@ def balancer() -> VirtualBalancer:
     The charge transfer is switched off (``volts_per_amp_second=0``) so that
     the cell voltages stay exactly where the test puts them.
     """
+    # Imported here, after pytest_configure: see the warning filter there.
+    from custom_components.active_balancer.protocol import Chemistry
+    from custom_components.active_balancer.protocol.cli import unbalanced_voltages
+    from custom_components.active_balancer.protocol.virtual import VirtualBalancer
+
     return VirtualBalancer(
         CELLS,
         Chemistry.LFP,

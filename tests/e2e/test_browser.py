@@ -136,10 +136,10 @@ def _row(card: Locator, name: str) -> Locator:
 
 
 def test_add_and_use_a_balancer_in_the_browser(
+    context: BrowserContext,  # first: skips before Home Assistant starts
     hass: HassProcess,
     balancer_thread: BalancerThread,
     balancer: VirtualBalancer,
-    context: BrowserContext,
     screenshots: Path,
 ) -> None:
     """Log in, add the balancer, read it on its device page, change a setting."""
@@ -178,7 +178,9 @@ def _add_and_use(
     page.goto(f"{hass.url}/config/integrations/dashboard")
     page.get_by_role("button", name="Add integration").click()
     expect(page.get_by_text("Select brand")).to_be_visible()
-    page.keyboard.type("Smart Active Balancer")  # the search field has the focus
+    page.get_by_role("textbox", name="Search for a brand name").fill(
+        "Smart Active Balancer"
+    )
     page.get_by_text("Smart Active Balancer", exact=True).click()
     menu = page.get_by_text(SERIAL_CHOICE, exact=True)
     expect(menu).to_be_visible()
@@ -196,7 +198,9 @@ def _add_and_use(
     page.get_by_role("button", name="Submit").click()
 
     expect(page.get_by_text("Success!")).to_be_visible()
-    expect(page.get_by_text(f"Balancer 16S ({balancer_thread.url})").first).to_be_visible()
+    expect(
+        page.get_by_text(f"Balancer 16S ({balancer_thread.url})").first
+    ).to_be_visible()
     shot("flow-success")
     page.get_by_role("button", name="Finish").click()
 
@@ -245,6 +249,7 @@ def _add_and_use(
     ]
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+    page.wait_for_timeout(500)  # let the closing animation end (screenshot only)
     expect(delta_row.get_by_role("spinbutton")).to_have_value("0.03")
     shot("device-page-after-change")
 

@@ -46,9 +46,10 @@ def live() -> Live:
     return Live()
 
 
-def _entry(hass: HassProcess, entry_id: str) -> dict[str, Any] | None:
+def _entry_state(hass: HassProcess, entry_id: str) -> str | None:
+    """The state of a config entry ("loaded", ...), None when it is gone."""
     entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
-    return next((e for e in entries if e["entry_id"] == entry_id), None)
+    return next((e["state"] for e in entries if e["entry_id"] == entry_id), None)
 
 
 def _number(state: dict[str, Any] | None) -> float | None:
@@ -69,6 +70,11 @@ def _hass_connections(hass: HassProcess, port: int) -> list[Any]:
         and conn.raddr.port == port
         and conn.status != psutil.CONN_TIME_WAIT
     ]
+
+
+def _ran(attributes: dict[str, Any]) -> bool:
+    """Whether an automation has run and finished."""
+    return bool(attributes["last_triggered"]) and attributes["current"] == 0
 
 
 def _need(live: Live) -> None:
@@ -108,7 +114,7 @@ def test_config_flow_over_rest(
     assert flow["title"].startswith("Balancer 16S"), flow["title"]
     entry_id = flow["result"]["entry_id"]
     live.entry_id = entry_id
-    assert _entry(hass, entry_id)["state"] == "loaded"
+    assert _entry_state(hass, entry_id) == "loaded"
 
     # Poll every 5 s (the options flow reloads the entry).
     options = hass.post(
@@ -121,7 +127,7 @@ def test_config_flow_over_rest(
     )
     assert options["type"] == "create_entry", options
     wait_for(
-        lambda: (_entry(hass, entry_id) or {}).get("state") == "loaded",
+        lambda: _entry_state(hass, entry_id) == "loaded",
         "the entry to be loaded again after the options changed",
         WAIT,
     )
@@ -172,7 +178,7 @@ def test_set_balance_delta(
     """number.set_value writes exactly one register and shows the new value."""
     _need(live)
     entity_id = live.entities["balance_delta_voltage"]
-    assert hass.state(entity_id)["state"] == "0.02"
+    assert hass.value(entity_id) == "0.02"
     before = balancer_thread.call(lambda: len(balancer.writes))
 
     hass.call_service("number", "set_value", {"entity_id": entity_id, "value": 0.03})
@@ -182,7 +188,7 @@ def test_set_balance_delta(
         (Variant.D2, D2_BALANCE_DELTA_REGISTER, 30)
     ]
     assert balancer_thread.call(lambda: balancer.balance_delta_voltage) == 0.03
-    assert hass.state(entity_id)["state"] == "0.03"
+    assert hass.value(entity_id) == "0.03"
 
     # Below the manuals' 20 mV minimum: refused before anything is sent.
     # (Through the WebSocket API like the UI: Home Assistant 2025.4's REST API
@@ -197,7 +203,7 @@ def test_set_balance_delta(
     assert not refused["success"]
     assert refused["error"]["code"] == "service_validation_error", refused
     assert balancer_thread.call(lambda: len(balancer.writes)) == before + 1
-    assert hass.state(entity_id)["state"] == "0.03"
+    assert hass.value(entity_id) == "0.03"
 
 
 def test_automation_fires_on_cell_under_voltage(
@@ -244,7 +250,7 @@ def test_automation_fires_on_cell_under_voltage(
     )
     assert automation["state"] == "on"
     assert automation["attributes"]["last_triggered"] is None
-    assert hass.state(alarm)["state"] == "off"
+    assert hass.value(alarm) == "off"
 
     threshold = balancer_thread.call(lambda: balancer.cell_undervoltage_alarm)
     original = balancer_thread.call(lambda: balancer.cell_voltages[DROPPED_CELL - 1])
@@ -254,12 +260,9 @@ def test_automation_fires_on_cell_under_voltage(
     hass.wait_state(alarm, "on", WAIT)
     triggered = hass.wait_state(
         automation["entity_id"],
-        lambda _: bool(
-            hass.state(automation["entity_id"])["attributes"]["last_triggered"]
-        ),
+        lambda _: _ran(hass.attributes(automation["entity_id"])),
         WAIT,
     )
-    assert triggered["attributes"]["current"] == 0
     notifications = wait_for(
         lambda: [
             n
@@ -276,9 +279,7 @@ def test_automation_fires_on_cell_under_voltage(
     last = triggered["attributes"]["last_triggered"]
     balancer_thread.call(lambda: balancer.set_cell_voltage(DROPPED_CELL, original))
     hass.wait_state(alarm, "off", WAIT)
-    assert (
-        hass.state(automation["entity_id"])["attributes"]["last_triggered"] == last
-    )
+    assert hass.attributes(automation["entity_id"])["last_triggered"] == last
 
 
 def test_unavailable_while_the_balancer_is_off(
@@ -292,15 +293,15 @@ def test_unavailable_while_the_balancer_is_off(
 
     balancer_thread.stop()
     hass.wait_state(cell, "unavailable", WAIT)
-    assert hass.state(live.entities["balancing"])["state"] == "unavailable"
-    assert hass.state(connection)["state"] == "off"
-    assert _entry(hass, live.entry_id)["state"] == "loaded"
+    assert hass.value(live.entities["balancing"]) == "unavailable"
+    assert hass.value(connection) == "off"
+    assert _entry_state(hass, live.entry_id) == "loaded"
 
     balancer_thread.serve()
     hass.wait_state(cell, lambda s: _number({"state": s}) is not None, WAIT)
     hass.wait_state(connection, "on", WAIT)
-    assert hass.state(live.entities["balancing"])["state"] == "on"
-    assert _entry(hass, live.entry_id)["state"] == "loaded"
+    assert hass.value(live.entities["balancing"]) == "on"
+    assert _entry_state(hass, live.entry_id) == "loaded"
 
 
 def test_reload_and_remove_leave_nothing_running(
@@ -317,11 +318,12 @@ def test_reload_and_remove_leave_nothing_running(
     assert hass.post(f"/api/config/config_entries/entry/{live.entry_id}/reload") == {
         "require_restart": False
     }
-    assert _entry(hass, live.entry_id)["state"] == "loaded"
+    assert _entry_state(hass, live.entry_id) == "loaded"
     hass.wait_state(cell, lambda s: _number({"state": s}) is not None, WAIT)
     wait_for(
-        lambda: balancer_thread.connections == 1
-        and len(_hass_connections(hass, port)) == 1,
+        lambda: (
+            balancer_thread.connections == 1 and len(_hass_connections(hass, port)) == 1
+        ),
         "exactly one link to the balancer after the reload",
         WAIT,
     )
@@ -329,10 +331,9 @@ def test_reload_and_remove_leave_nothing_running(
     assert hass.delete(f"/api/config/config_entries/entry/{live.entry_id}") == {
         "require_restart": False
     }
-    assert _entry(hass, live.entry_id) is None
+    assert _entry_state(hass, live.entry_id) is None
     wait_for(
-        lambda: balancer_thread.connections == 0
-        and not _hass_connections(hass, port),
+        lambda: balancer_thread.connections == 0 and not _hass_connections(hass, port),
         "the link to the balancer to be closed",
         WAIT,
     )
@@ -348,3 +349,15 @@ def test_reload_and_remove_leave_nothing_running(
     assert balancer_thread.connects == connects
 
     assert not hass.integration_problems()
+
+
+def test_hass_listens_on_loopback_only(hass: HassProcess) -> None:
+    """Every socket the hass process listens on is bound to 127.0.0.1 or ::1."""
+    assert hass.process is not None
+    listening = [
+        conn.laddr
+        for conn in psutil.Process(hass.process.pid).net_connections(kind="inet")
+        if conn.status in (psutil.CONN_LISTEN, psutil.CONN_NONE) and conn.laddr
+    ]
+    assert (hass.port) in [address.port for address in listening]
+    assert all(address.ip in ("127.0.0.1", "::1") for address in listening), listening

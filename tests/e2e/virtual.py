@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from custom_components.active_balancer.protocol.virtual import (
-    TcpServer,
-    VirtualBalancer,
-    serve_tcp,
-)
+if TYPE_CHECKING:
+    from custom_components.active_balancer.protocol.virtual import (
+        TcpServer,
+        VirtualBalancer,
+    )
 
 CALL_TIMEOUT = 15.0
 
@@ -51,9 +51,7 @@ class BalancerThread:
         return self._server is not None
 
     def _run[T](self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(
-            CALL_TIMEOUT
-        )
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT)
 
     def call[T](self, func: Callable[[], T]) -> T:
         """Run *func* on the server's loop (no race with a request) and return."""
@@ -70,6 +68,11 @@ class BalancerThread:
 
     def serve(self) -> None:
         """Listen (again) on ``self.port``; the first time on a free port."""
+        from custom_components.active_balancer.protocol.virtual import (
+            TcpServer,
+            serve_tcp,
+        )
+
         assert self._server is None, "already serving"
         server = self._run(serve_tcp(self.balancer, host="127.0.0.1", port=self.port))
         assert isinstance(server, TcpServer)

@@ -32,6 +32,7 @@ from .model import (
 )
 from .registers import (
     A5_TABLE,
+    MODBUS_TABLES,
     UNAVAILABLE,
     Block,
     ModbusTable,
@@ -98,7 +99,14 @@ def write_request(
     variant: Variant, board: int, register: SettingRegister, raw: int
 ) -> Request:
     """FC06 write of one allow-listed setting register."""
-    if not register.writable:
+    table = MODBUS_TABLES.get(variant)
+    # Only a register of the variant's own allow-list becomes a write frame,
+    # never one made up elsewhere (SettingRegister is writable by default).
+    if (
+        not register.writable
+        or table is None
+        or register not in table.writable().values()
+    ):
         msg = f"register 0x{register.register:04X} is not writable"
         raise UnexpectedReply(msg)
     if not 0 <= raw <= UNAVAILABLE:

@@ -1,0 +1,1 @@
+"""Reliability tests: soak, fuzzing, transport faults, bad input, security."""

@@ -1,0 +1,110 @@
+"""Fixtures of the reliability tests.
+
+Protocol-level tests need no Home Assistant; the tests that drive the
+integration ask for ``integration`` (which loads custom_components/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+import os
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.active_balancer.const import (
+    CONF_BAUDRATE,
+    CONF_PORT,
+    CONF_PROTOCOL,
+    CONF_RS485_ADDRESS,
+    CONF_TRANSPORT,
+    CONF_VARIANT,
+    DOMAIN,
+    TRANSPORT_SERIAL,
+)
+from custom_components.active_balancer.protocol import Bus, Chemistry
+from custom_components.active_balancer.protocol.virtual import (
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
+
+
+@pytest.fixture
+def integration(enable_custom_integrations: None) -> None:
+    """Load the integration from custom_components/."""
+
+
+@pytest.fixture
+def fast_bus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short timeouts for buses the integration creates itself."""
+    from custom_components.active_balancer.protocol import link, serial
+
+    original_serial = serial.SerialLink.__init__
+
+    def serial_init(self: serial.SerialLink, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("base_timeout", 0.1)
+        original_serial(self, *args, **kwargs)
+
+    monkeypatch.setattr(serial.SerialLink, "__init__", serial_init)
+    original_bus = link.Bus.__init__
+
+    def bus_init(self: Bus, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("settle", 0.01)
+        kwargs.setdefault("late_window", 0.2)
+        original_bus(self, *args, **kwargs)
+
+    monkeypatch.setattr(link.Bus, "__init__", bus_init)
+
+
+@pytest.fixture
+def balancer() -> VirtualBalancer:
+    """A virtual 16-cell LFP balancer, 40 mV spread (balancing runs)."""
+    voltages = [round(3.30 + 0.04 * i / 15, 3) for i in range(16)]
+    return VirtualBalancer(16, Chemistry.LFP, cell_voltages=voltages)
+
+
+@pytest.fixture
+async def server(balancer: VirtualBalancer) -> AsyncIterator[VirtualServer]:
+    """The balancer behind a loopback ``socket://`` gateway."""
+    async with await serve_tcp(balancer) as srv:
+        yield srv
+
+
+def serial_data(url: str, variant: str = "d2", address: int = 1) -> dict[str, Any]:
+    """Config entry data of a serial balancer at *url*."""
+    return {
+        CONF_TRANSPORT: TRANSPORT_SERIAL,
+        CONF_PORT: url,
+        CONF_BAUDRATE: 9600,
+        CONF_PROTOCOL: "auto",
+        CONF_RS485_ADDRESS: address,
+        CONF_VARIANT: variant,
+    }
+
+
+@pytest.fixture
+async def entry(
+    hass: HomeAssistant, integration: None, fast_bus: None, server: VirtualServer
+) -> AsyncIterator[MockConfigEntry]:
+    """A set-up config entry for the served balancer; unloaded at the end."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Balancer 16S",
+        data=serial_data(server.url),
+        unique_id="reliability-1",
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    yield entry
+    if entry.state.recoverable:
+        await hass.config_entries.async_unload(entry.entry_id)
+        await hass.async_block_till_done()
+
+
+def open_fds() -> int:
+    """Descriptors this process has open now."""
+    return len(os.listdir("/proc/self/fd"))
