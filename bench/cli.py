@@ -1,6 +1,6 @@
 """Run the benchmark and print its table (or ``--json``).
 
-scripts/bench                 # everything, about 3 minutes
+scripts/bench                 # everything, about 2 minutes
 scripts/bench --json          # one JSON object on stdout
 scripts/bench --smoke --json  # seconds: keeps every part working (CI)
 scripts/bench --only serial,bus --rounds 5

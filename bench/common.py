@@ -36,7 +36,7 @@ class BenchConfig:
     bus_rounds: int = 5
     ble_devices: int = 50
     ble_rounds: int = 5
-    decode_iterations: int = 3000
+    decode_iterations: int = 10000
     ha_rounds: int = 30
     write_rounds: int = 8
     peer_rounds: int = 5

@@ -5,6 +5,7 @@ this file in its own ``pytest`` process, so the harness (a real ``hass``
 instance, registries, the Bluetooth manager with mocked adapters) is exactly
 the one the tests use. The configuration comes in ``BENCH_HA_CONFIG`` (JSON);
 each test writes ``<name>.json`` into the folder ``BENCH_HA_OUT``.
+``BENCH_HA_GROUP=lineno`` lists the memory of part 5b by line, not by file.
 
 Serial balancers are served by a virtual line running in a thread of its own
 (own event loop), so that ``time.thread_time()`` in Home Assistant's event
@@ -395,6 +396,12 @@ def _short(filename: str) -> str:
     return filename
 
 
+def _where(frame: tracemalloc.Frame) -> str:
+    """``file`` (grouped by file) or ``file:line`` (BENCH_HA_GROUP=lineno)."""
+    where = _short(frame.filename)
+    return f"{where}:{frame.lineno}" if frame.lineno else where
+
+
 def _address(index: int) -> str:
     return f"DA:17:BA:00:{index // 256:02X}:{index % 256:02X}"
 
@@ -513,9 +520,7 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
     grown = sum(stat.size_diff for stat in diff)
     measured = max(1, count - 1)
     top = {
-        f"{_short(stat.traceback[0].filename)}:{stat.traceback[0].lineno}": round(
-            stat.size_diff / measured / 1024, 1
-        )
+        _where(stat.traceback[0]): round(stat.size_diff / measured / 1024, 1)
         for stat in sorted(diff, key=lambda stat: -stat.size_diff)[:12]
     }
     del before, after

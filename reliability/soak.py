@@ -1340,17 +1340,26 @@ def failed_targets(report: Mapping[str, Any]) -> dict[str, Any]:
     return {name: t for name, t in report["targets"].items() if not t["ok"]}
 
 
-def _run_coordinator_subprocess(config: SoakConfig, polls: int) -> dict[str, Any]:
-    """Run the coordinator lane through pytest; return its report."""
-    with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        out = Path(tmp) / "coordinator.json"
+class CoordinatorRun:
+    """The coordinator lane, run through pytest in a subprocess.
+
+    Its output goes to files, so that this process holds no descriptor for it
+    while its own leaks are counted.
+    """
+
+    def __init__(self, config: SoakConfig, polls: int) -> None:
+        """Start the subprocess."""
+        self._tmp = tempfile.TemporaryDirectory(prefix="soak-")
+        tmp = Path(self._tmp.name)
+        self.report_path = tmp / "coordinator.json"
+        self.output_path = tmp / "pytest.log"
         env = dict(os.environ)
         env.update(
             {
                 ENV_POLLS: str(polls),
                 ENV_RATE: str(config.fault_rate),
                 ENV_SEED: str(config.seed),
-                ENV_REPORT: str(out),
+                ENV_REPORT: str(self.report_path),
             }
         )
         command = [
@@ -1364,28 +1373,37 @@ def _run_coordinator_subprocess(config: SoakConfig, polls: int) -> dict[str, Any
             "--timeout=0",
             "-o",
             "addopts=",
-            "-W",
-            "ignore::DeprecationWarning",
         ]
-        result = subprocess.run(  # noqa: S603 - our own interpreter and test
-            command,
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if not out.exists():
-            return {
-                "error": f"the coordinator lane did not report (pytest exit "
-                f"{result.returncode})",
-                "output": (result.stdout + result.stderr)[-4000:],
-            }
-        report: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
-        report["pytest_exit"] = result.returncode
-        if result.returncode:
-            report["output"] = (result.stdout + result.stderr)[-4000:]
-        return report
+        with self.output_path.open("wb") as output:
+            self.process = subprocess.Popen(  # noqa: S603 - our interpreter, our test
+                command,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+
+    def wait(self) -> dict[str, Any]:
+        """Wait for pytest; return the lane's report (or an ``error``)."""
+        try:
+            returncode = self.process.wait()
+            output = self.output_path.read_text(encoding="utf-8", errors="replace")
+            if not self.report_path.exists():
+                return {
+                    "error": "the coordinator lane did not report "
+                    f"(pytest exit {returncode})",
+                    "output": output[-4000:],
+                }
+            report: dict[str, Any] = json.loads(
+                self.report_path.read_text(encoding="utf-8")
+            )
+            report["pytest_exit"] = returncode
+            if returncode:
+                report["output"] = output[-4000:]
+            return report
+        finally:
+            self._tmp.cleanup()
 
 
 def lane_report(stats: LaneStats, process: ProcessStats) -> dict[str, Any]:
@@ -1511,16 +1529,20 @@ async def _main_async(config: SoakConfig) -> dict[str, Any]:
     started = time.monotonic()
     polls = config.lane_polls()
     errors: list[str] = []
-    coordinator: asyncio.Future[dict[str, Any]] | None = None
+    coordinator: CoordinatorRun | None = None
     if "coordinator" in config.lanes:
-        coordinator = asyncio.get_running_loop().run_in_executor(
-            None, _run_coordinator_subprocess, config, polls["coordinator"]
-        )
-    lanes, process = await run_client_soak(config)
+        coordinator = CoordinatorRun(config, polls["coordinator"])
+    try:
+        lanes, process = await run_client_soak(config)
+    except BaseException:
+        if coordinator is not None:
+            coordinator.process.kill()
+            await asyncio.to_thread(coordinator.wait)
+        raise
     lane_dicts = [lane.as_dict() for lane in lanes]
-    processes = [process.as_dict()]
+    processes = [process.as_dict()] if lanes else []
     if coordinator is not None:
-        report = await coordinator
+        report = await asyncio.to_thread(coordinator.wait)
         if "error" in report:
             errors.append(report["error"])
             errors.append(report.get("output", ""))

@@ -6,6 +6,7 @@ from collections import deque
 import dataclasses
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 import logging
 from typing import TYPE_CHECKING
 
@@ -18,18 +19,24 @@ from homeassistant.exceptions import (
     ServiceValidationError,
 )
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers.device_registry import (
+    CONNECTION_BLUETOOTH,
+    DeviceInfo as HaDeviceInfo,
+)
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from .const import (
     CONF_KEEP_CONNECTED,
     CONF_POLL_INTERVAL,
     CONF_SETTINGS_EVERY,
+    CONF_TRANSPORT,
     DEFAULT_KEEP_CONNECTED,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SETTINGS_EVERY,
     DOMAIN,
     LINK_QUALITY_WINDOW,
     MISWIRED_POLLS,
+    TRANSPORT_BLE,
 )
 from .protocol import (
     BalancerClient,
@@ -51,6 +58,8 @@ if TYPE_CHECKING:
     from .protocol.ble import BleLink
 
 _LOGGER = logging.getLogger(__name__)
+
+MANUFACTURER = "DALY / 100balance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,26 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         client.bus.keep_open = (
             entry.options.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED)
             or not ble_link
+        )
+
+    @cached_property
+    def device_info(self) -> HaDeviceInfo:
+        """The device all of this balancer's entities belong to."""
+        entry = self.config_entry
+        info = self.data.info
+        connections = set()
+        if entry.data[CONF_TRANSPORT] == TRANSPORT_BLE:
+            connections.add((CONNECTION_BLUETOOTH, entry.data[CONF_ADDRESS]))
+        return HaDeviceInfo(
+            identifiers={(DOMAIN, str(entry.unique_id))},
+            connections=connections,
+            name=entry.title,
+            manufacturer=MANUFACTURER,
+            model=f"Smart Active Balancer {self.data.reading.cell_count}S",
+            model_id=info.hardware_version,
+            sw_version=info.software_version,
+            hw_version=info.hardware_version,
+            serial_number=info.serial_number,
         )
 
     @property

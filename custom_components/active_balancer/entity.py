@@ -4,19 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeassistant.const import CONF_ADDRESS
 from homeassistant.core import callback
-from homeassistant.helpers.device_registry import (
-    CONNECTION_BLUETOOTH,
-    DeviceInfo,
-)
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
-from .const import CONF_TRANSPORT, DOMAIN, TRANSPORT_BLE
 from .coordinator import BalancerCoordinator
-
-MANUFACTURER = "DALY / 100balance"
 
 
 class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
@@ -43,21 +35,7 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
         self._attr_unique_id = f"{entry.unique_id}-{key or description.key}"
         if placeholders:
             self._attr_translation_placeholders = placeholders
-        info = coordinator.data.info
-        connections = set()
-        if entry.data[CONF_TRANSPORT] == TRANSPORT_BLE:
-            connections.add((CONNECTION_BLUETOOTH, entry.data[CONF_ADDRESS]))
-        self._attr_device_info = DeviceInfo(
-            identifiers={(DOMAIN, str(entry.unique_id))},
-            connections=connections,
-            name=entry.title,
-            manufacturer=MANUFACTURER,
-            model=f"Smart Active Balancer {coordinator.data.reading.cell_count}S",
-            model_id=info.hardware_version,
-            sw_version=info.software_version,
-            hw_version=info.hardware_version,
-            serial_number=info.serial_number,
-        )
+        self._attr_device_info = coordinator.device_info
         self._written: Any = None
 
     def _shown(self) -> Any:

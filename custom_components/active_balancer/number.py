@@ -143,4 +143,9 @@ class BalancerNumber(BalancerEntity, NumberEntity):
 
     async def async_set_native_value(self, value: float) -> None:
         """Write the value to the balancer and show it once confirmed."""
+        if self.unit_of_measurement != self.native_unit_of_measurement:
+            # Entered in the user's unit (°F): take the nearest value the
+            # balancer can hold, instead of refusing most of them.
+            step = self.native_step or 1
+            value = round(round(value / step) * step, 6)
         await self.coordinator.async_write(self.entity_description.setting, value)

@@ -270,7 +270,6 @@ async def test_ble_rssi_kept_without_advertisements(
     ):
         await async_next_poll(hass)
     assert hass.states.get(RSSI).state == "-60"
-    assert hass.states.get("sensor.balancer_ble_connection") is None
     assert hass.states.get("binary_sensor.balancer_ble_connection").state == STATE_ON
 
 

@@ -14,6 +14,7 @@ from homeassistant.const import ATTR_ENTITY_ID, STATE_UNAVAILABLE, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import entity_registry as er
+from homeassistant.util.unit_system import US_CUSTOMARY_SYSTEM
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -358,3 +359,23 @@ async def test_a5_has_no_settings(hass: HomeAssistant, server: VirtualServer) ->
     await setup_entry(hass, entry)
     assert hass.states.async_entity_ids(NUMBER_DOMAIN) == []
     assert hass.states.async_entity_ids("switch") == []
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_temperature_in_fahrenheit(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """°F values are written as the nearest whole °C the balancer holds."""
+    hass.config.units = US_CUSTOMARY_SYSTEM
+    await setup_entry(hass, entry)
+    entity_id = "number.balancer_16s_discharge_over_temperature_alarm"
+    state = hass.states.get(entity_id)
+    assert state.state == "185.0"
+    assert state.attributes["min"] == 32.0
+    assert state.attributes["max"] == 212.0
+
+    await set_value(hass, entity_id, 150)  # 65.56 °C
+
+    assert registers(balancer.writes) == [(0x9C, 66 + 40)]
+    assert balancer.discharge_overtemperature_alarm == 66
+    assert hass.states.get(entity_id).state == "150.8"

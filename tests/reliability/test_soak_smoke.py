@@ -130,4 +130,8 @@ async def test_coordinator_soak(
         config, partial["lanes"], partial["processes"], seconds=stats.seconds
     )
     assert stats.polls >= polls
-    check(report, {"coordinator"})
+    if soak.ENV_REPORT in os.environ:
+        # Run by scripts/soak, maybe without faults: it judges the report.
+        assert not soak.failed_targets(report)
+    else:
+        check(report, {"coordinator"})

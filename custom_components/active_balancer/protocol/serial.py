@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 import serialx
 
@@ -78,7 +77,7 @@ class SerialLink:
         self.baudrate = baudrate
         self.byte_time = 10 / baudrate
         self.base_timeout = base_timeout
-        self._transport: asyncio.Transport | None = None
+        self._transport: serialx.BaseSerialTransport | None = None
 
     @property
     def is_open(self) -> bool:
@@ -104,7 +103,7 @@ class SerialLink:
         except (OSError, TimeoutError, serialx.SerialException, ValueError) as err:
             msg = f"Could not open {serialx.redact_uri(self.port)}: {err}"
             raise ConnectionFailed(msg) from err
-        self._transport = cast(asyncio.Transport, transport)
+        self._transport = transport
         _LOGGER.debug("Opened %s at %d baud", self.port, self.baudrate)
 
     async def write(self, data: bytes) -> None:
@@ -115,8 +114,12 @@ class SerialLink:
         self._transport.write(data)
 
     async def close(self) -> None:
-        """Close the port."""
+        """Close the port and wait until it is released (it can be reopened)."""
         transport, self._transport = self._transport, None
         if transport is not None:
             transport.close()
-            await asyncio.sleep(0)
+            try:
+                async with asyncio.timeout(5):
+                    await transport.wait_closed()
+            except (OSError, TimeoutError, serialx.SerialException) as err:
+                _LOGGER.debug("Closing %s: %s", self.port, err)
