@@ -107,7 +107,7 @@ ENV_SEED = "SOAK_SEED"
 ENV_REPORT = "SOAK_REPORT"
 _SAMPLES = 5
 """Unhandled exceptions kept as text in the report."""
-_ORIGIN_HORIZON = 5.0
+_ORIGIN_HORIZON = 2.0
 """Seconds a reply is remembered to recognise it when it arrives late."""
 
 _LOGGER = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class SoakConfig:
     """Probability each fault knob fires (per reply, or per poll for spells)."""
     seed: int = 1
     lanes: tuple[str, ...] = LANES
-    base_timeout: float = 0.01
+    base_timeout: float = 0.015
     """Answer timeout beyond the wire time (real links use 0.5 s and more)."""
     settle: float = 0.005
     """Bus settle time after a timeout."""
@@ -544,7 +544,11 @@ class Lane:
         """(register, raw value) a write of *value* must put on the device."""
         register = self.table.settings[setting]
         number = RULES[setting].check(setting, float(value))
-        return register.register, register.encode(number)
+        # Computed here, not with register.encode: an independent oracle (and
+        # the soak's own bookkeeping stays out of the memory measurement).
+        if register.never_raw is not None and round(number) == register.never_raw:
+            return register.register, register.never_raw
+        return register.register, round(number / register.scale) + register.offset
 
     def register_request(self, setting: Setting, value: float | bool) -> int:
         """Note a write that is about to be asked for; return its number."""

@@ -152,9 +152,13 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             "firmware": self._info.software_version or "unknown",
         }
 
-    def _title(self, where: str) -> str:
+    def _title(self, data: Mapping[str, Any]) -> str:
+        """A short title: entity ids are made from it (balancer_16s_...)."""
         assert self._info is not None
-        return f"Balancer {self._cells}S ({where})"
+        title = f"Balancer {self._cells}S"
+        if self._info.variant is Variant.P81:
+            title += f" #{data[CONF_RS485_ADDRESS]}"
+        return title
 
     # --- Bluetooth ------------------------------------------------------------
 
@@ -345,7 +349,7 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         await self.async_set_unique_id(unique_id, raise_on_progress=False)
         self._abort_if_unique_id_configured()
         return self.async_create_entry(
-            title=self._title(data[CONF_PORT]),
+            title=self._title(data),
             data=data,
         )
 

@@ -51,7 +51,7 @@ from .protocol import (
     WriteNotConfirmed,
 )
 from .protocol.model import MIN_PACK_VOLTAGE
-from .protocol.rules import ALL_CHEMISTRIES_RANGE, validate
+from .protocol.rules import ALL_CHEMISTRIES_RANGE
 
 if TYPE_CHECKING:
     from . import BalancerConfigEntry
@@ -126,7 +126,6 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             name=entry.title,
             manufacturer=MANUFACTURER,
             model=f"Smart Active Balancer {self.data.reading.cell_count}S",
-            model_id=info.hardware_version,
             sw_version=info.software_version,
             hw_version=info.hardware_version,
             serial_number=info.serial_number,
@@ -217,38 +216,30 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
 
     async def async_write(self, setting: Setting, value: float | bool) -> None:
         """The one write helper: validate, write, read back, show at once."""
-        if setting not in self.client.writable_settings():
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key="not_writable",
-                translation_placeholders={"setting": setting.value},
-            )
         try:
-            validate(setting, value, self.client.settings)
+            self.client.check(setting, value)
+            if not self.last_update_success:
+                raise HomeAssistantError(
+                    translation_domain=DOMAIN, translation_key="unavailable"
+                )
+            await self.client.write(setting, value)
         except OutOfRange as err:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key=f"invalid_{err.reason}",
                 translation_placeholders=err.placeholders,
             ) from err
-        if not self.last_update_success:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="unavailable",
-            )
-        try:
-            await self.client.write(setting, value)
-        except WriteNotConfirmed as err:
-            raise HomeAssistantError(
-                translation_domain=DOMAIN,
-                translation_key="write_not_confirmed",
-                translation_placeholders={"error": str(err)},
-            ) from err
         except NotSupported as err:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key="not_writable",
                 translation_placeholders={"setting": setting.value},
+            ) from err
+        except WriteNotConfirmed as err:
+            raise HomeAssistantError(
+                translation_domain=DOMAIN,
+                translation_key="write_not_confirmed",
+                translation_placeholders={"error": str(err)},
             ) from err
         except BalancerError as err:
             raise HomeAssistantError(

@@ -53,7 +53,7 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 
 
 @pytest.fixture(autouse=True)
-def fast_links(monkeypatch: pytest.MonkeyPatch) -> Generator[None]:
+def fast_links(monkeypatch: pytest.MonkeyPatch) -> None:
     """Short timeouts so that a silent device fails fast in tests."""
     from custom_components.active_balancer.protocol import link, serial
 
@@ -72,7 +72,6 @@ def fast_links(monkeypatch: pytest.MonkeyPatch) -> Generator[None]:
         original_bus(self, *args, **kwargs)
 
     monkeypatch.setattr(link.Bus, "__init__", bus_init)
-    yield
 
 
 @pytest.fixture

@@ -420,7 +420,7 @@ async def test_serial_manual_url_creates_entry(
 
     result = await submit(hass, result, port=f"  {server.url} ")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["title"] == f"Balancer 16S ({server.url})"
+    assert result["title"] == "Balancer 16S"
     assert result["data"] == {
         CONF_TRANSPORT: TRANSPORT_SERIAL,
         CONF_PORT: server.url,
@@ -465,7 +465,7 @@ async def test_serial_listed_port_creates_entry(
     ]
     result = await submit(hass, result, port=pty.path, **LINE | {"protocol": "d2"})
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["title"] == f"Balancer 16S ({pty.path})"
+    assert result["title"] == "Balancer 16S"
     assert result["data"][CONF_PORT] == pty.path
     assert result["data"][CONF_PROTOCOL] == "d2"
     assert result["data"][CONF_VARIANT] == "d2"
@@ -479,7 +479,7 @@ async def test_serial_a5_balancer_shows_its_cells(hass: HomeAssistant) -> None:
         result = await start_manual(hass, protocol="a5")
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == f"Balancer 12S ({server.url})"
+        assert result["title"] == "Balancer 12S"
         assert result["data"][CONF_VARIANT] == "a5"
         await hass.async_block_till_done()
         assert await hass.config_entries.async_unload(result["result"].entry_id)
@@ -686,7 +686,7 @@ async def test_serial_number_is_unique_id(hass: HomeAssistant) -> None:
         result = await start_manual(hass)
         result = await submit(hass, result, port=first.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == f"Balancer 8S ({first.url})"
+        assert result["title"] == "Balancer 8S"
         assert result["result"].unique_id == "DL2024SN0001"
         await hass.async_block_till_done()
 
@@ -709,7 +709,7 @@ async def test_p81_two_balancers_on_one_bus(hass: HomeAssistant) -> None:
         result = await start_manual(hass, protocol="p81", rs485_address=1)
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == f"Balancer 16S ({server.url})"
+        assert result["title"] == "Balancer 16S #1"
         first_entry = result["result"]
         assert first_entry.unique_id == f"{server.url}-1"
         await hass.async_block_till_done()
@@ -718,7 +718,7 @@ async def test_p81_two_balancers_on_one_bus(hass: HomeAssistant) -> None:
         result = await start_manual(hass, protocol="p81", rs485_address=2)
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == f"Balancer 8S ({server.url})"
+        assert result["title"] == "Balancer 8S #2"
         assert result["data"][CONF_RS485_ADDRESS] == 2
         assert result["data"][CONF_VARIANT] == "p81"
         second_entry = result["result"]

@@ -28,7 +28,7 @@ from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 from .conftest import async_next_poll, name_entry_for, setup_entry, setup_platforms
 
 BALANCER = "switch.balancer_16s_balancer"
-SLEEP = "switch.balancer_16s_sleep"
+SLEEP = "switch.balancer_16s_allow_sleep"
 SLEEP_TIME = "number.balancer_16s_sleep_time"
 
 D2_BALANCER_REGISTER = 0xCF

@@ -198,9 +198,7 @@ def _add_and_use(
     page.get_by_role("button", name="Submit").click()
 
     expect(page.get_by_text("Success!")).to_be_visible()
-    expect(
-        page.get_by_text(f"Balancer 16S ({balancer_thread.url})").first
-    ).to_be_visible()
+    expect(page.get_by_text("Balancer 16S").first).to_be_visible()
     shot("flow-success")
     page.get_by_role("button", name="Finish").click()
 
@@ -228,8 +226,6 @@ def _add_and_use(
     delta_row = configuration.locator("hui-number-entity-row").filter(
         has=page.get_by_text(DELTA_NAME, exact=True)
     )
-    if not delta_row.count():  # the name may be cut off in the row: by position
-        delta_row = configuration.locator("hui-number-entity-row").first
     expect(delta_row.get_by_role("spinbutton")).to_have_value("0.02")
     before = balancer_thread.call(lambda: len(balancer.writes))
 

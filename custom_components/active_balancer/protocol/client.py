@@ -21,7 +21,7 @@ from .errors import (
 from .frames import A5_HOST_ADDRESSES, A5Frame, Frame
 from .link import Bus, LinkKind
 from .model import DeviceInfo, Reading, Setting, Settings, Variant
-from .registers import A5_TABLE, MODBUS_TABLES, Block, ModbusTable
+from .registers import A5_TABLE, MODBUS_TABLES, Block, ModbusTable, SettingRegister
 from .rules import RULES, validate
 
 _LOGGER = logging.getLogger(__name__)
@@ -282,21 +282,19 @@ class BalancerClient:
             return frozenset()
         return frozenset(MODBUS_TABLES[self.variant].writable())
 
-    async def write(self, setting: Setting, value: float | bool) -> float:
-        """Write one setting and return the value read back from the device.
+    def check(
+        self, setting: Setting, value: float | bool
+    ) -> tuple[float, SettingRegister, int]:
+        """Check a write without sending anything; return (value, register, raw).
 
-        The value is checked against the manuals' rules first; nothing is sent
-        when it is refused (:class:`OutOfRange`) or when the variant cannot
-        write this setting (:class:`NotSupported`). Raises
-        :class:`WriteNotConfirmed` when the read-back differs.
+        Applies the manuals' rules, the variant's allow-list and what its
+        register can hold. Raises :class:`OutOfRange` or :class:`NotSupported`.
+        Needs a connected client (the rules depend on the device's settings).
         """
         number = validate(setting, value, self.settings)
         if self.info is None:
-            await self.connect()
-            # Check again: the chemistry and alarm-order rules need the
-            # device's settings, which were unknown before connecting.
-            number = validate(setting, value, self.settings)
-        assert self.info is not None
+            msg = "not connected: the device's settings are not known yet"
+            raise NotSupported(msg)
         variant = self.info.variant
         if variant is Variant.A5:
             msg = (
@@ -304,14 +302,13 @@ class BalancerClient:
                 "Use the D2 protocol (Bluetooth dongle or UART) to change settings"
             )
             raise NotSupported(msg)
-        table = MODBUS_TABLES[variant]
-        register = table.writable().get(setting)
+        register = MODBUS_TABLES[variant].writable().get(setting)
         if register is None:
             msg = f"{setting.value} cannot be written over the {variant.value} protocol"
             raise NotSupported(msg)
+        rule = RULES[setting]
         if register.inferred:
             current = getattr(self.settings, setting.value)
-            rule = RULES[setting]
             if current is None or not rule.minimum <= current <= rule.maximum:
                 msg = (
                     f"{setting.value} over {variant.value} uses a register that is "
@@ -323,9 +320,35 @@ class BalancerClient:
         if abs(register.decode(raw) - number) > 1e-6:  # noqa: PLR2004
             msg = (
                 f"{setting.value} over {variant.value} is stored in steps of "
-                f"{register.scale:g} {RULES[setting].unit}; {number:g} was refused"
+                f"{register.scale:g} {rule.unit}; {number:g} was refused"
             )
-            raise OutOfRange(msg)
+            raise OutOfRange(
+                msg,
+                reason="step",
+                placeholders={
+                    "setting": setting.value,
+                    "value": f"{number:g}",
+                    "step": f"{register.scale:g}",
+                    "unit": rule.unit,
+                },
+            )
+        return number, register, raw
+
+    async def write(self, setting: Setting, value: float | bool) -> float:
+        """Write one setting and return the value read back from the device.
+
+        The value is checked first (:meth:`check`); nothing is sent when it is
+        refused (:class:`OutOfRange`) or when the variant cannot write this
+        setting (:class:`NotSupported`). Raises :class:`WriteNotConfirmed`
+        when the read-back differs.
+        """
+        validate(setting, value, self.settings)  # before any I/O
+        if self.info is None:
+            await self.connect()
+        number, register, raw = self.check(setting, value)
+        assert self.info is not None
+        variant = self.info.variant
+        table = MODBUS_TABLES[variant]
         # Read the settings again on the next poll, also when this write fails:
         # the device may have taken the value even though its answer was lost.
         self._polls_since_settings = self.settings_every

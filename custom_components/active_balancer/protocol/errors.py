@@ -35,7 +35,7 @@ class OutOfRange(BalancerError, ValueError):
     """A setting value is outside what the balancer accepts; nothing was sent.
 
     ``reason`` names the rule that refused the value (``range``, ``step``,
-    ``chemistry``, ``alarm_order``, ``not_writable``) and ``placeholders`` holds
+    ``chemistry``, ``alarm_order``) and ``placeholders`` holds
     its figures as text, so a user interface can show a translated message.
     """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import math
 
-from .errors import OutOfRange
+from .errors import NotSupported, OutOfRange
 from .model import (
     MIN_BALANCE_DELTA,
     NEVER_SLEEP,
@@ -84,14 +84,13 @@ def validate(setting: Setting, value: float | bool, current: Settings) -> float:
     *current* holds the settings last read from the device; it is used for the
     rules that depend on another setting (the chemistry's voltage range, an
     over-voltage alarm above the under-voltage alarm). Returns the value to
-    write, snapped to the setting's step. Raises :class:`OutOfRange`.
+    write, snapped to the setting's step. Raises :class:`OutOfRange`, or
+    :class:`NotSupported` for a setting that is never written.
     """
     rule = RULES.get(setting)
     if rule is None:
         msg = f"{setting.value} cannot be written"
-        raise OutOfRange(
-            msg, reason="not_writable", placeholders={"setting": setting.value}
-        )
+        raise NotSupported(msg)
     number = rule.check(setting, float(value))
     if setting is Setting.BALANCE_START_VOLTAGE and current.chemistry is not None:
         low, high = current.chemistry.voltage_range
