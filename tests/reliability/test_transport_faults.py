@@ -9,6 +9,7 @@ request).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 import dataclasses
 from pathlib import Path
@@ -185,9 +186,7 @@ async def test_ble_disconnect_mid_frame() -> None:
     connector = fake_connector(balancer)
     link = BleLink(fake_device(), base_timeout=0.2, connector=connector)
     link.byte_time = 1e-4
-    client = BalancerClient(
-        Bus(link, settle=0.01, late_window=0.2), variant=Variant.D2
-    )
+    client = BalancerClient(Bus(link, settle=0.01, late_window=0.2), variant=Variant.D2)
     try:
         await client.connect()
         balancer.faults.once("disconnect")
@@ -310,7 +309,8 @@ async def test_late_live_reply_not_taken_after_a_write(
     client = client_for(server.url, base_timeout=0.4, late_window=2.0)
     try:
         await client.connect()
-        assert client.reading is not None and client.reading.balancing
+        assert client.reading is not None
+        assert client.reading.balancing
         live = read_request(Variant.D2, 1, D2_TABLE.live.block).frame
         # try 1 arrives 1.0 s late; the retry at once; poll 2 after 0.47 s.
         balancer.delays[live] = [1.0, 0.0, 0.47]
@@ -352,17 +352,19 @@ async def test_late_read_back_not_taken_for_another_setting(
 async def test_late_reply_while_idle_is_dropped(
     scripted: tuple[Scripted, VirtualServer],
 ) -> None:
-    """A reply that arrives between polls is dropped; the next poll is right."""
+    """Replies that arrive between polls are dropped; the next poll is right."""
     balancer, server = scripted
     client = client_for(server.url, base_timeout=0.1, late_window=0.5)
     try:
         await client.connect()
         live = read_request(Variant.D2, 1, D2_TABLE.live.block).frame
-        balancer.delays[live] = [0.3, 0.3, 0.3]
+        balancer.delays[live] = [0.9, 0.9, 0.9]  # after all three tries
         with pytest.raises(BalancerTimeout):
             await client.poll()
+        await asyncio.sleep(1.0)  # the three late replies arrive meanwhile
+        assert client.bus.stats.unexpected_frames == 3
         balancer.set_cell_voltage(1, 3.0)
-        reading = await client.poll()  # the three late replies come meanwhile
+        reading = await client.poll()
         assert reading.cell_voltages[0] == 3.0
     finally:
         await client.close()

@@ -400,6 +400,13 @@ def _add_simulate(commands: Any) -> None:
         metavar="MV",
         help="spread the cell voltages evenly over MV millivolts",
     )
+    sim.add_argument(
+        "--balance-rate",
+        type=_non_negative_float,
+        default=0.5,
+        metavar="MV",
+        help="millivolts a cell moves per second at 1 A of balancing (default 0.5)",
+    )
     faults = sim.add_argument_group("fault injection (rates 0..1)")
     for kind in ("drop", "corrupt", "truncate", "garbage", "delay", "disconnect"):
         faults.add_argument(
@@ -951,6 +958,7 @@ async def cmd_simulate(
             cell_voltages=voltages,
             link=args.link,
             faults=faults,
+            volts_per_amp_second=args.balance_rate / 1000,
         )
         for address in args.address
     ]
