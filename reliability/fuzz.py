@@ -517,6 +517,8 @@ class FuzzReport:
     invariant_failures: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     samples: list[dict[str, str]] = field(default_factory=list)
+    firsts: dict[str, str] = field(default_factory=dict)
+    """Outcome -> the first input (hex) that led to it: the edge cases found."""
     seconds: float = 0.0
 
     def add(self, other: FuzzReport) -> None:
@@ -526,6 +528,8 @@ class FuzzReport:
         self.invariant_failures += other.invariant_failures
         self.outcomes.update(other.outcomes)
         self.samples.extend(other.samples[: _SAMPLES - len(self.samples)])
+        for key, data in other.firsts.items():
+            self.firsts.setdefault(key, data)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -541,6 +545,7 @@ class FuzzReport:
 
 def check_input(data: bytes, report: FuzzReport) -> None:
     """Run one input and file what happened in *report*."""
+    known = len(report.outcomes)
     try:
         run_one(data, report.outcomes)
     except InvariantBroken as err:
@@ -549,6 +554,9 @@ def check_input(data: bytes, report: FuzzReport) -> None:
     except Exception as err:  # every other exception is a crash
         report.crashes += 1
         _sample(report, data, err)
+    if len(report.outcomes) > known:
+        for key in report.outcomes:
+            report.firsts.setdefault(key, data.hex())
     report.inputs += 1
 
 
@@ -621,6 +629,17 @@ def fuzz_atheris(inputs: int, corpus: Path | None) -> int:  # pragma: no cover
     return 0
 
 
+def write_corpus(path: Path, report: FuzzReport, seed: int) -> None:
+    """Save the first input of every outcome, shortest first within a kind."""
+    lines = [
+        "# Edge cases found by `scripts/fuzz --save-corpus` (engine random, "
+        f"seed {seed}, {report.inputs} inputs):",
+        "# the first input that led to each outcome. `outcome: input as hex`.",
+    ]
+    lines.extend(f"{key}: {data}" for key, data in sorted(report.firsts.items()))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def iter_corpus(path: Path) -> Iterator[tuple[str, bytes]]:
     """(name, input) of every entry of a corpus file (``name: hex`` lines)."""
     for raw_line in path.read_text(encoding="utf-8").splitlines():
@@ -650,6 +669,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--corpus", type=Path, default=None, help="atheris corpus directory"
     )
+    parser.add_argument(
+        "--save-corpus",
+        type=Path,
+        default=None,
+        help="write the first input of every outcome to this file",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     return parser
 
@@ -660,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.engine == "atheris":
         return fuzz_atheris(args.inputs, args.corpus)
     report = fuzz_parallel(args.inputs, args.seed, max(1, args.jobs))
+    if args.save_corpus is not None:
+        write_corpus(args.save_corpus, report, args.seed)
     result = report.as_dict() | {
         "engine": "random",
         "seed": args.seed,
