@@ -24,17 +24,12 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
         self,
         coordinator: BalancerCoordinator,
         description: EntityDescription,
-        *,
-        key: str | None = None,
-        placeholders: dict[str, str] | None = None,
     ) -> None:
         """Create the entity described by *description*."""
         super().__init__(coordinator)
         self.entity_description = description
         entry = coordinator.config_entry
-        self._attr_unique_id = f"{entry.unique_id}-{key or description.key}"
-        if placeholders:
-            self._attr_translation_placeholders = placeholders
+        self._attr_unique_id = f"{entry.unique_id}-{description.key}"
         self._attr_device_info = coordinator.device_info
         self._written: Any = None
 

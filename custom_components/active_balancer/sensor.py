@@ -24,7 +24,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from . import BalancerConfigEntry
-from .coordinator import BalancerCoordinator, BalancerData
+from .coordinator import BalancerData
 from .entity import BalancerEntity
 
 PARALLEL_UPDATES = 0
@@ -102,24 +102,33 @@ SENSORS: tuple[BalancerSensorDescription, ...] = (
     ),
 )
 
-CELL_VOLTAGE = BalancerSensorDescription(
-    key="cell_voltage",
-    translation_key="cell_voltage",
-    device_class=SensorDeviceClass.VOLTAGE,
-    state_class=SensorStateClass.MEASUREMENT,
-    native_unit_of_measurement=UnitOfElectricPotential.VOLT,
-    suggested_display_precision=3,
-    value_fn=lambda _: None,
-)
 
-TEMPERATURE = BalancerSensorDescription(
-    key="temperature",
-    translation_key="temperature",
-    device_class=SensorDeviceClass.TEMPERATURE,
-    state_class=SensorStateClass.MEASUREMENT,
-    native_unit_of_measurement=UnitOfTemperature.CELSIUS,
-    value_fn=lambda _: None,
-)
+def _cell_voltage(cell: int) -> BalancerSensorDescription:
+    """The voltage of cell number *cell* (1-based)."""
+    return BalancerSensorDescription(
+        key=f"cell_{cell}_voltage",
+        translation_key="cell_voltage",
+        translation_placeholders={"cell": str(cell)},
+        device_class=SensorDeviceClass.VOLTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfElectricPotential.VOLT,
+        suggested_display_precision=3,
+        value_fn=lambda d: _item(d.reading.cell_voltages, cell),
+    )
+
+
+def _temperature(sensor: int) -> BalancerSensorDescription:
+    """Temperature sensor number *sensor* (1-based)."""
+    return BalancerSensorDescription(
+        key=f"temperature_{sensor}",
+        translation_key="temperature",
+        translation_placeholders={"sensor": str(sensor)},
+        device_class=SensorDeviceClass.TEMPERATURE,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfTemperature.CELSIUS,
+        value_fn=lambda d: _item(d.reading.temperatures, sensor),
+    )
+
 
 RSSI = BalancerSensorDescription(
     key="rssi",
@@ -129,8 +138,13 @@ RSSI = BalancerSensorDescription(
     native_unit_of_measurement=SIGNAL_STRENGTH_DECIBELS_MILLIWATT,
     entity_category=EntityCategory.DIAGNOSTIC,
     entity_registry_enabled_default=False,
-    value_fn=lambda _: None,
+    value_fn=lambda d: d.rssi,
 )
+
+
+def _item(values: tuple[float | None, ...], number: int) -> float | None:
+    """Value *number* (1-based); unknown when the device reports fewer."""
+    return values[number - 1] if number <= len(values) else None
 
 
 def _cell_list(cells: frozenset[int] | None) -> str | None:
@@ -147,21 +161,16 @@ async def async_setup_entry(
     """Add the sensors of one balancer."""
     coordinator = entry.runtime_data
     data = coordinator.data
-    entities: list[SensorEntity] = [
-        BalancerSensor(coordinator, description)
-        for description in SENSORS
-        if description.exists_fn(data)
+    descriptions = [
+        *(description for description in SENSORS if description.exists_fn(data)),
+        *(_cell_voltage(cell) for cell in range(1, data.reading.cell_count + 1)),
+        *(_temperature(n) for n in range(1, len(data.reading.temperatures) + 1)),
     ]
-    entities.extend(
-        CellVoltageSensor(coordinator, cell)
-        for cell in range(1, data.reading.cell_count + 1)
-    )
-    entities.extend(
-        TemperatureSensor(coordinator, sensor)
-        for sensor in range(1, len(data.reading.temperatures) + 1)
-    )
     if coordinator.ble_link is not None:
-        entities.append(RssiSensor(coordinator, RSSI))
+        descriptions.append(RSSI)
+    entities = [
+        BalancerSensor(coordinator, description) for description in descriptions
+    ]
     async_add_entities(entities)
 
 
@@ -176,62 +185,4 @@ class BalancerSensor(BalancerEntity, SensorEntity):
         return self.entity_description.value_fn(self.coordinator.data)
 
     def _shown(self) -> StateType:
-        return self.native_value
-
-
-class CellVoltageSensor(BalancerEntity, SensorEntity):
-    """The voltage of one cell."""
-
-    def __init__(self, coordinator: BalancerCoordinator, cell: int) -> None:
-        """Create the sensor of cell number *cell* (1-based)."""
-        super().__init__(
-            coordinator,
-            CELL_VOLTAGE,
-            key=f"cell_{cell}_voltage",
-            placeholders={"cell": str(cell)},
-        )
-        self._index = cell - 1
-
-    @property
-    def native_value(self) -> float | None:
-        """The cell's voltage; unknown when the balancer reports fewer cells."""
-        cells = self.coordinator.data.reading.cell_voltages
-        return cells[self._index] if self._index < len(cells) else None
-
-    def _shown(self) -> float | None:
-        return self.native_value
-
-
-class TemperatureSensor(BalancerEntity, SensorEntity):
-    """One temperature sensor."""
-
-    def __init__(self, coordinator: BalancerCoordinator, sensor: int) -> None:
-        """Create the sensor for temperature sensor *sensor* (1-based)."""
-        super().__init__(
-            coordinator,
-            TEMPERATURE,
-            key=f"temperature_{sensor}",
-            placeholders={"sensor": str(sensor)},
-        )
-        self._index = sensor - 1
-
-    @property
-    def native_value(self) -> float | None:
-        """The temperature; unknown when the sensor is not fitted."""
-        temps = self.coordinator.data.reading.temperatures
-        return temps[self._index] if self._index < len(temps) else None
-
-    def _shown(self) -> float | None:
-        return self.native_value
-
-
-class RssiSensor(BalancerEntity, SensorEntity):
-    """Signal strength of the balancer's Bluetooth dongle."""
-
-    @property
-    def native_value(self) -> int | None:
-        """The last RSSI seen."""
-        return self.coordinator.rssi
-
-    def _shown(self) -> int | None:
         return self.native_value
