@@ -37,12 +37,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
 import importlib
 import json
 import os
 from pathlib import Path
 import random
+import re
 import sys
 import time
 import traceback
@@ -82,7 +83,17 @@ class InvariantBroken(AssertionError):
 
 # --- requests of the client and their decoders --------------------------------
 
+
+def refusal(decoder: str, err: BalancerError) -> str:
+    """Outcome key of a protocol error: decoder, error class, message shape."""
+    message = re.sub(r"\[[^]]*\]", "[...]", str(err).split(":", 1)[0])
+    shape = re.sub(r"\d+", "N", message)[:60]
+    return f"{decoder}:{type(err).__name__}:{shape}"
+
+
 Decoder = Callable[[Frame], object]
+Named = tuple[codec.Request, str, Decoder]
+"""A request of the client, the name of its decoder, and the decoder."""
 
 
 def _words(values: Sequence[int]) -> bytes:
@@ -96,17 +107,17 @@ def _valid_balancer() -> VirtualBalancer:
 _REFERENCE = _valid_balancer()
 
 
+@cache
 def _reference_registers(variant: Variant, block: Block) -> dict[int, int]:
     values = _REFERENCE.registers(variant, block.start, block.count)
     return {block.start + i: value for i, value in enumerate(values)}
 
 
-def _modbus_decoders(
-    table: ModbusTable, board: int
-) -> list[tuple[codec.Request, Decoder]]:
+def _modbus_decoders(table: ModbusTable, board: int) -> list[Named]:
     """Every request the client sends on *table*, with what decodes its answer."""
     variant = table.variant
-    pairs: list[tuple[codec.Request, Decoder]] = []
+    name = variant.value
+    pairs: list[Named] = []
 
     def live(block: Block, others: Sequence[Block]) -> Decoder:
         def decode(frame: Frame) -> object:
@@ -120,16 +131,25 @@ def _modbus_decoders(
     pairs.append(
         (
             codec.read_request(variant, board, table.live.block),
+            f"{name}_live",
             live(table.live.block, ()),
         )
     )
     if variant is Variant.D2:
         first, second = codec_compat_blocks()
         pairs.append(
-            (codec.read_request(variant, board, first), live(first, (second,)))
+            (
+                codec.read_request(variant, board, first),
+                f"{name}_compat_live",
+                live(first, (second,)),
+            )
         )
         pairs.append(
-            (codec.read_request(variant, board, second), live(second, (first,)))
+            (
+                codec.read_request(variant, board, second),
+                f"{name}_compat_tail",
+                live(second, (first,)),
+            )
         )
 
     for block in table.settings_blocks:
@@ -143,13 +163,17 @@ def _modbus_decoders(
                 regs.update(_reference_registers(variant, other))
             return codec.decode_modbus_settings(table, regs)
 
-        pairs.append((codec.read_request(variant, board, block), settings))
+        pairs.append(
+            (codec.read_request(variant, board, block), f"{name}_settings", settings)
+        )
 
     def info(frame: Frame) -> object:
         regs = codec.registers_of(table.info_block, frame)
         return codec.decode_modbus_info(table, board, regs)
 
-    pairs.append((codec.read_request(variant, board, table.info_block), info))
+    pairs.append(
+        (codec.read_request(variant, board, table.info_block), f"{name}_info", info)
+    )
 
     for setting, register in table.settings.items():
         block = Block(register.register, 1)
@@ -161,7 +185,9 @@ def _modbus_decoders(
                 table, setting, codec.registers_of(block, frame)
             )
 
-        pairs.append((codec.read_request(variant, board, block), read_back))
+        pairs.append(
+            (codec.read_request(variant, board, block), f"{name}_read_back", read_back)
+        )
     return pairs
 
 
@@ -175,10 +201,10 @@ def codec_compat_blocks() -> tuple[Block, Block]:
     return first, second
 
 
-_MODBUS: dict[tuple[Variant, int], list[tuple[codec.Request, Decoder]]] = {}
+_MODBUS: dict[tuple[Variant, int], list[Named]] = {}
 
 
-def modbus_pairs(variant: Variant, board: int) -> list[tuple[codec.Request, Decoder]]:
+def modbus_pairs(variant: Variant, board: int) -> list[Named]:
     """Cached :func:`_modbus_decoders`."""
     key = (variant, board)
     if key not in _MODBUS:
@@ -225,7 +251,7 @@ def decode_a5(replies: dict[int, list[A5Frame]], outcomes: Counter[str]) -> None
         try:
             result = decode()
         except BalancerError as err:
-            outcomes[f"{name}:{type(err).__name__}"] += 1
+            outcomes[refusal(name, err)] += 1
             return None
         outcomes[f"{name}:ok"] += 1
         return result
@@ -276,16 +302,16 @@ def _decode_reply(
             return
     else:
         variant, board = Variant.D2, 1
-    for request, decode in modbus_pairs(variant, board):
+    for request, name, decode in modbus_pairs(variant, board):
         if not request.matches(frame):
             continue
         outcomes["matched"] += 1
         try:
             decode(frame)
         except BalancerError as err:
-            outcomes[f"decode:{type(err).__name__}"] += 1
+            outcomes[refusal(name, err)] += 1
         else:
-            outcomes["decode:ok"] += 1
+            outcomes[f"{name}:ok"] += 1
 
 
 def _direct(data: bytes, outcomes: Counter[str]) -> None:
@@ -314,7 +340,7 @@ def _direct(data: bytes, outcomes: Counter[str]) -> None:
             try:
                 decode()
             except BalancerError as err:
-                outcomes[f"direct_{name}:{type(err).__name__}"] += 1
+                outcomes[refusal(f"direct_{name}", err)] += 1
             else:
                 outcomes[f"direct_{name}:ok"] += 1
         for setting, register in table.settings.items():
@@ -323,7 +349,7 @@ def _direct(data: bytes, outcomes: Counter[str]) -> None:
                     table, setting, {register.register: words[0]}
                 )
             except BalancerError as err:  # pragma: no cover - none raise today
-                outcomes[f"direct_value:{type(err).__name__}"] += 1
+                outcomes[refusal("direct_value", err)] += 1
     frame = ModbusFrame(
         address=data[0] if data else 0,
         function=data[1] if len(data) > 1 else 0,
@@ -335,7 +361,7 @@ def _direct(data: bytes, outcomes: Counter[str]) -> None:
             try:
                 codec.registers_of(block, frame)
             except BalancerError as err:
-                outcomes[f"direct_registers:{type(err).__name__}"] += 1
+                outcomes[refusal("direct_registers", err)] += 1
             else:
                 outcomes["direct_registers:ok"] += 1
     # A5: the input as 8-byte data fields of frames, numbered by the input.
@@ -359,9 +385,9 @@ def run_one(data: bytes, outcomes: Counter[str] | None = None) -> Counter[str]:
     for variant in Variant:
         for replies in (True, False):
             frames = _feed(FrameReassembler(variant, replies=replies), data, chunk)
-            outcomes[f"frames_{variant.value}_{'rx' if replies else 'tx'}"] += len(
-                frames
-            )
+            if frames:
+                side = "rx" if replies else "tx"
+                outcomes[f"frames_{variant.value}_{side}"] += len(frames)
             if replies:
                 for frame in frames:
                     _decode_reply(frame, outcomes, a5)
@@ -646,7 +672,7 @@ def iter_corpus(path: Path) -> Iterator[tuple[str, bytes]]:
         line = raw_line.strip()
         if not line or line.startswith("#"):
             continue
-        name, _, text = line.partition(":")
+        name, _, text = line.rpartition(": ")
         yield name.strip(), bytes.fromhex(text.split("#", 1)[0].strip())
 
 

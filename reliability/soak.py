@@ -921,7 +921,11 @@ async def client_lane(
             closers=closers,
             server=server,
         )
-    await client.connect()
+    try:
+        await client.connect()
+    except BaseException:
+        await lane.close()
+        raise
     return lane
 
 

@@ -118,25 +118,24 @@ class BalancerNumber(BalancerEntity, NumberEntity):
         value = getattr(self.coordinator.data.settings, self.entity_description.key)
         return None if value is None else float(value)
 
+    def _chemistry_range(self) -> tuple[float, float] | None:
+        """The start voltage's range for the cell chemistry, where known."""
+        chemistry = self.coordinator.data.settings.chemistry
+        if self.entity_description.setting is not Setting.BALANCE_START_VOLTAGE:
+            return None
+        return chemistry.voltage_range if chemistry is not None else None
+
     @property
     def native_min_value(self) -> float:
         """Lowest value; the start voltage follows the cell chemistry."""
-        chemistry = self.coordinator.data.settings.chemistry
-        if self.entity_description.setting is Setting.BALANCE_START_VOLTAGE and (
-            chemistry is not None
-        ):
-            return chemistry.voltage_range[0]
-        return super().native_min_value
+        limits = self._chemistry_range()
+        return limits[0] if limits else super().native_min_value
 
     @property
     def native_max_value(self) -> float:
         """Highest value; the start voltage follows the cell chemistry."""
-        chemistry = self.coordinator.data.settings.chemistry
-        if self.entity_description.setting is Setting.BALANCE_START_VOLTAGE and (
-            chemistry is not None
-        ):
-            return chemistry.voltage_range[1]
-        return super().native_max_value
+        limits = self._chemistry_range()
+        return limits[1] if limits else super().native_max_value
 
     def _shown(self) -> tuple[float | None, float, float]:
         return (self.native_value, self.native_min_value, self.native_max_value)

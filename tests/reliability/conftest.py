@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import os
 from typing import Any
 
+from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
@@ -47,6 +48,7 @@ def fast_bus(monkeypatch: pytest.MonkeyPatch) -> None:
     def serial_init(self: serial.SerialLink, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("base_timeout", 0.1)
         original_serial(self, *args, **kwargs)
+        self.byte_time = min(self.byte_time, 1e-4)  # a loopback line is fast
 
     monkeypatch.setattr(serial.SerialLink, "__init__", serial_init)
     original_bus = link.Bus.__init__
@@ -100,7 +102,7 @@ async def entry(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     yield entry
-    if entry.state.recoverable:
+    if entry.state is ConfigEntryState.LOADED:
         await hass.config_entries.async_unload(entry.entry_id)
         await hass.async_block_till_done()
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import asyncio
 from collections.abc import Iterator
@@ -148,6 +149,26 @@ async def test_every_entity_writes_only_its_allowed_setting(
         assert new, entity.entity_id
         assert {write.register for write in new} == {register}, entity.entity_id
     assert {write.register for write in balancer.writes} <= ALLOWED[Variant.D2]
+
+
+async def test_options_hold_no_register(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """The options are the poll interval, the BLE link and the settings refresh."""
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    keys = {str(key) for key in result["data_schema"].schema}
+    assert keys == {"poll_interval", "keep_connected", "settings_every"}
+
+
+@pytest.mark.parametrize(
+    "name", ["0x00A3", "163", "register", "cell_count", "chemistry"]
+)
+def test_command_line_writes_named_settings_only(name: str) -> None:
+    """``scripts/balancer set`` takes a setting's name, never a register."""
+    with pytest.raises(
+        argparse.ArgumentTypeError, match="is not a setting that can be written"
+    ):
+        cli.parse_setting_name(name)
 
 
 @pytest.mark.parametrize("setting", [Setting.CELL_COUNT, Setting.CHEMISTRY])
