@@ -134,8 +134,9 @@ class SoakConfig:
     """How late an answer may arrive and still be recognised (above max_delay)."""
     baudrate: int = 115200
     """Line speed of the pseudo-terminal."""
-    byte_time: float = 1e-5
-    """Seconds per byte in the answer timeout (a loopback line is fast)."""
+    byte_time: float = 5e-5
+    """Seconds per byte in the answer timeout (a loopback line is fast, but a
+    reply cut into 2-byte pieces takes a loop turn per piece)."""
     min_delay: float = 0.005
     max_delay: float = 0.08
     """Range of a delayed reply's delay: below and well above the timeout."""
@@ -329,7 +330,7 @@ class FaultShaker:
             self._silent_left = rng.randint(1, 2)
             faults.counts["silent_spell"] += 1
         if self.chunking and rng.random() < self.rate:
-            faults.chunk_size = rng.choice((None, *range(1, 20)))
+            faults.chunk_size = rng.choice((None, *range(2, 20)))
             faults.counts["chunk_size_change"] += 1
         faults.delay_seconds = rng.uniform(self.min_delay, self.max_delay)
         faults.disconnect_mid_frame = rng.random() < 0.5  # noqa: PLR2004
@@ -503,7 +504,8 @@ class Lane:
         self._last_confirmed: dict[int, tuple[int, int]] = {}
         """register -> (raw, request number) of the last confirmed write."""
         self._last_requested: dict[int, int] = {}
-        """register -> request number of the last write asked for."""
+        """register -> number of the last write the device was asked for."""
+        self._sent = 0
 
     # Subclasses provide these.
 
@@ -551,13 +553,12 @@ class Lane:
         return register.register, round(number / register.scale) + register.offset
 
     def register_request(self, setting: Setting, value: float | bool) -> int:
-        """Note a write that is about to be asked for; return its number."""
-        self.stats.writes_requested += 1
+        """Note a value the device is about to be asked for; return its number."""
         register, raw = self.expected_raw(setting, value)
         self.requested.add((register, raw))
-        number = self.stats.writes_requested
-        self._last_requested[register] = number
-        return number
+        self._sent += 1
+        self._last_requested[register] = self._sent
+        return self._sent
 
     def verify_confirmed(
         self, setting: Setting, value: float | bool, number: int, since: int
@@ -595,6 +596,7 @@ class Lane:
 
     async def _write(self, setting: Setting, value: float | bool, clean: bool) -> None:
         stats = self.stats
+        stats.writes_requested += 1
         try:
             await self.write_once(setting, value)
         except asyncio.CancelledError:
@@ -693,6 +695,7 @@ class Lane:
         for _ in range(self.config.clean_polls):
             if not await self._poll():
                 stats.clean_poll_failures += 1
+                _LOGGER.warning("%s: a poll without faults failed", stats.lane)
         setting = self.rng.choice(self.writable())
         value = random_value(setting, self.settings(), self.rng)
         stats.clean_writes += 1

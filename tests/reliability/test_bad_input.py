@@ -457,3 +457,26 @@ async def test_two_alarm_writes_that_conflict(
     assert balancer.cell_undervoltage_alarm == under
     assert balancer.cell_overvoltage_alarm > balancer.cell_undervoltage_alarm
     assert [write.value for write in balancer.writes] == [2500]
+
+
+async def test_write_after_a_lost_answer_checks_the_device(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """A write whose answers were lost may still have been taken.
+
+    The next write must not be checked against settings that may be out of
+    date: here the device took an under-voltage alarm of 3.0 V, the answers
+    never came back, and an over-voltage alarm of 2.8 V would now cross it.
+    """
+    coordinator: BalancerCoordinator = entry.runtime_data
+    balancer.faults.once("drop", "drop", "drop")  # every try of the write
+    with pytest.raises(HomeAssistantError) as failed:
+        await coordinator.async_write(Setting.CELL_UNDERVOLTAGE_ALARM, 3.0)
+    assert failed.value.translation_key == "write_failed"
+    assert balancer.cell_undervoltage_alarm == 3.0  # taken all the same
+    writes = len(balancer.writes)
+    with pytest.raises(ServiceValidationError) as refused:
+        await coordinator.async_write(Setting.CELL_OVERVOLTAGE_ALARM, 2.8)
+    assert refused.value.translation_key == "invalid_alarm_order"
+    assert len(balancer.writes) == writes  # nothing more was written
+    assert balancer.cell_overvoltage_alarm > balancer.cell_undervoltage_alarm

@@ -160,7 +160,7 @@ async def talk(replies: list[bytes]) -> Counter[str]:
         max_size=12,
     )
 )
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 def test_client_on_a_line_of_nonsense(replies: list[bytes]) -> None:
     """Whatever comes back, the client raises only its own protocol errors."""
     outcomes = asyncio.run(talk(list(replies)))

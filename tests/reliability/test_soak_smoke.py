@@ -67,6 +67,13 @@ def check(report: dict[str, object], lanes: set[str]) -> None:
     assert totals["recoveries"] >= len(lanes)
     assert totals["clean_writes"] >= len(lanes)
     assert totals["recovery_polls_max"] == 1
+    # Every write ends one way or another, none in between.
+    assert totals["writes_requested"] == (
+        totals["writes_confirmed"]
+        + totals["writes_reported_failed"]
+        + totals["writes_refused"]
+        + totals["writes_skipped_unavailable"]
+    )
     lanes_seen = {lane["lane"] for lane in report["lanes"]}  # type: ignore[attr-defined]
     assert lanes_seen == lanes
 

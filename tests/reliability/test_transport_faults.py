@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 import dataclasses
 from pathlib import Path
+import threading
 import time
 
 import pytest
@@ -92,6 +93,8 @@ def same_cells(reading_cells: tuple[float, ...], balancer: VirtualBalancer) -> b
 def client_for(url: str, **bus: float) -> BalancerClient:
     """A D2 client at 9600 baud with short, explicit timings."""
     link = SerialLink(url, base_timeout=bus.pop("base_timeout", 0.1))
+    if "byte_time" in bus:
+        link.byte_time = bus.pop("byte_time")
     return BalancerClient(
         Bus(
             link,
@@ -216,7 +219,7 @@ async def test_silent_device_then_awake(
 ) -> None:
     """Nothing answers: a timeout that says what to check; then it answers."""
     balancer, server = scripted
-    client = client_for(server.url)
+    client = client_for(server.url, base_timeout=0.03, byte_time=1e-4)
     try:
         await client.connect()
         balancer.faults.silent = True
@@ -234,7 +237,7 @@ async def test_sleeping_balancer(link: str, wakes: bool) -> None:
     clock = Clock()
     balancer = VirtualBalancer(16, link=link, clock=clock)
     async with await serve_tcp(balancer) as server:
-        client = client_for(server.url)
+        client = client_for(server.url, base_timeout=0.03, byte_time=1e-4)
         try:
             await client.connect()
             balancer.sleep_time = 60
@@ -368,3 +371,56 @@ async def test_late_reply_while_idle_is_dropped(
         assert reading.cell_voltages[0] == 3.0
     finally:
         await client.close()
+
+
+# --- an answer that came in while the event loop was busy -----------------------
+
+
+async def test_answer_counts_when_the_event_loop_was_busy() -> None:
+    """The device answered in time, but the loop noticed only after the timeout.
+
+    Home Assistant's event loop can be blocked for longer than an answer
+    timeout (a slow integration, start-up). The answer then waits in the
+    socket; it must not be thrown away as a timeout.
+    """
+    started = threading.Event()
+    device: dict[str, object] = {}
+
+    def run_device() -> None:  # a device outside this event loop
+        async def serve() -> None:
+            stop = asyncio.Event()
+            device["loop"], device["stop"] = asyncio.get_running_loop(), stop
+            async with await serve_tcp(VirtualBalancer(16)) as server:
+                device["url"] = server.url
+                started.set()
+                await stop.wait()
+
+        asyncio.run(serve())
+
+    thread = threading.Thread(target=run_device, name="virtual-device")
+    thread.start()
+    try:
+        assert started.wait(5)
+        link = SerialLink(str(device["url"]), base_timeout=0.05)
+        link.byte_time = 1e-5
+        client = BalancerClient(
+            Bus(link, retries=0, settle=0.01, late_window=0.2), variant=Variant.D2
+        )
+        await client.connect()
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(5):
+                # Busy for 0.3 s right after the request went out.
+                loop.call_later(0.001, time.sleep, 0.3)
+                assert (await client.poll()).cell_count == 16
+            assert client.bus.stats.timeouts == 0
+        finally:
+            await client.close()
+    finally:
+        device_loop = device.get("loop")
+        stop = device.get("stop")
+        if isinstance(device_loop, asyncio.AbstractEventLoop) and isinstance(
+            stop, asyncio.Event
+        ):
+            device_loop.call_soon_threadsafe(stop.set)
+        thread.join(5)

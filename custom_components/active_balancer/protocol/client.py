@@ -68,6 +68,8 @@ class BalancerClient:
         self._a5_host = A5_SERIAL_HOST
         self._a5_counts = (0, 0)
         self._write_lock = asyncio.Lock()
+        self._settings_doubtful = False
+        """A write failed after it was sent: the device may have taken it."""
 
     # --- connection ---------------------------------------------------------
 
@@ -353,9 +355,15 @@ class BalancerClient:
         # the device may have taken the value even though its answer was lost.
         self._polls_since_settings = self.settings_every
         async with self._write_lock:
+            if self._settings_doubtful:
+                # An earlier write failed after it was sent and may have been
+                # taken: the rules must compare with what the device holds.
+                await self.read_settings()
+                self._settings_doubtful = False
             # A write that held the lock may have changed the settings the
             # rules compare with (two alarms written at once): check again.
             validate(setting, value, self.settings)
+            self._settings_doubtful = True
             await self.bus.exchange(
                 codec.write_request(variant, self.address, register, raw)
             )
@@ -376,6 +384,7 @@ class BalancerClient:
             raise WriteNotConfirmed(msg)
         changes: dict[str, Any] = {setting.value: confirmed}
         self.settings = dataclasses.replace(self.settings, **changes)
+        self._settings_doubtful = False
         await self.bus.idle()
         return float(number) if setting is not Setting.BALANCER_ENABLED else number
 

@@ -223,21 +223,24 @@ class Bus:
             async with asyncio.timeout(timeout):
                 await done.wait()
         except TimeoutError:
-            self._dirty = True
-            self._expect_late_answer(request)
-            if self._lost is not None:
-                msg = f"The link was lost: {self._lost}"
-                raise ConnectionFailed(msg) from None
-            if reassembler.rejected:
-                self.stats.checksum_errors += reassembler.rejected
-                msg = "The balancer's reply was corrupt (bad checksum)"
-                raise ChecksumError(msg) from None
-            self.stats.timeouts += 1
-            msg = (
-                f"No answer within {timeout:.2f} s; check wiring, address and "
-                "that no other app holds the connection"
-            )
-            raise BalancerTimeout(msg) from None
+            # When the event loop was busy, the answer (or the loss of the
+            # link) may have come in before the timeout was handled: it counts.
+            if not done.is_set():
+                self._dirty = True
+                self._expect_late_answer(request)
+                if self._lost is not None:
+                    msg = f"The link was lost: {self._lost}"
+                    raise ConnectionFailed(msg) from None
+                if reassembler.rejected:
+                    self.stats.checksum_errors += reassembler.rejected
+                    msg = "The balancer's reply was corrupt (bad checksum)"
+                    raise ChecksumError(msg) from None
+                self.stats.timeouts += 1
+                msg = (
+                    f"No answer within {timeout:.2f} s; check wiring, address and "
+                    "that no other app holds the connection"
+                )
+                raise BalancerTimeout(msg) from None
         finally:
             self._reassembler = None
             self._request = None
