@@ -149,6 +149,11 @@ class SoakConfig:
     """Polls of a lane between two recovery measurements."""
     clean_polls: int = 3
     """Polls after a recovery that must all succeed."""
+    calibration_polls: int = 20
+    timeout_factor: float = 5.0
+    """The answer timeout is at least this many times a typical poll (the
+    90th percentile of the calibration polls): on a slow machine, or under
+    coverage tracing, a slow event loop is not a fault of the line."""
 
     def lane_polls(self) -> dict[str, int]:
         """Polls of each lane: the total shared out evenly."""
@@ -209,6 +214,11 @@ class LaneStats:
     """Replies taken that the device never sent."""
     faults_injected: Counter[str] = field(default_factory=Counter)
     link: dict[str, int] = field(default_factory=dict)
+    typical_poll: float = 0.0
+    """Seconds: 90th percentile of the calibration polls (no faults)."""
+    answer_timeout: float = 0.0
+    """Seconds: the base answer timeout used (after calibration)."""
+    late_window: float = 0.0
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -529,6 +539,11 @@ class Lane:
         """``"refused"``, ``"failed"`` or ``None`` (not handled: a bug)."""
         raise NotImplementedError
 
+    @property
+    def bus(self) -> Bus:
+        """The bus the lane's client talks through."""
+        raise NotImplementedError
+
     async def close(self) -> None:
         """Close everything the lane opened."""
         raise NotImplementedError
@@ -701,10 +716,30 @@ class Lane:
         stats.clean_writes += 1
         await self._write(setting, value, clean=True)
 
+    async def _calibrate(self) -> None:
+        """Scale the timings to this machine's speed, with the faults off."""
+        config, stats, bus = self.config, self.stats, self.bus
+        durations = []
+        for _ in range(config.calibration_polls):
+            started = time.monotonic()
+            if await self.poll_once() is None:
+                durations.append(time.monotonic() - started)
+        durations.sort()
+        typical = durations[int(0.9 * len(durations))] if durations else 0.0
+        timeout = max(config.base_timeout, config.timeout_factor * typical)
+        max_delay = max(config.max_delay, 4 * timeout)
+        bus.link.base_timeout = timeout
+        bus.late_window = max(config.late_window, 1.5 * max_delay)
+        self.shaker.max_delay = max_delay
+        stats.typical_poll = typical
+        stats.answer_timeout = timeout
+        stats.late_window = bus.late_window
+
     async def run(self) -> LaneStats:
         """Poll ``polls`` times under faults, with recoveries (does not close)."""
         started = time.monotonic()
         try:
+            await self._calibrate()
             self.shaker.start()
             every = max(1, self.config.recovery_every)
             done = 0
@@ -799,6 +834,11 @@ class ClientLane(Lane):
         since = len(self.balancer.writes)
         await self.client.write(setting, value)
         self.verify_confirmed(setting, value, number, since)
+
+    @property
+    def bus(self) -> Bus:
+        """The client's bus."""
+        return self.client.bus
 
     def classify(self, err: Exception) -> str | None:
         """Rules refusals and protocol errors are reported; the rest is a bug."""
@@ -1088,6 +1128,11 @@ class CoordinatorLane(Lane):
     def _available(self, entity_id: str) -> bool:
         state = self.hass.states.get(entity_id)
         return state is not None and state.state != "unavailable"
+
+    @property
+    def bus(self) -> Bus:
+        """The coordinator's client's bus."""
+        return self.coordinator.client.bus
 
     def classify(self, err: Exception) -> str | None:
         """Validation errors are refusals, other HA errors are reports."""
@@ -1522,6 +1567,7 @@ def summarise(
             "settle": config.settle,
             "late_window": config.late_window,
             "delay_range": [config.min_delay, config.max_delay],
+            "timeout_factor": config.timeout_factor,
             "write_rate": config.write_rate,
             "pair_rate": config.pair_rate,
             "recovery_every": config.recovery_every,
