@@ -416,7 +416,7 @@ def _advertisement(address: str) -> BluetoothServiceInfoBleak:
         service_data={},
         service_uuids=[],
         source="local",
-        device=BLEDevice(address, name, {"source": "local"}, -60),
+        device=ble_device(address, name, {"source": "local"}),
         advertisement=AdvertisementData(
             local_name=name,
             manufacturer_data={},

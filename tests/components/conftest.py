@@ -164,7 +164,7 @@ def ble_service_info(
 ) -> BluetoothServiceInfoBleak:
     """An advertisement of the balancer's Bluetooth dongle."""
     manufacturer_data = manufacturer_data or {}
-    device = BLEDevice(BLE_ADDRESS, BLE_NAME, {"source": source}, rssi)
+    device = ble_device(BLE_ADDRESS, BLE_NAME, {"source": source})
     return BluetoothServiceInfoBleak(
         name=BLE_NAME,
         address=BLE_ADDRESS,

@@ -696,7 +696,7 @@ def test_read_over_ble(
     from bleak.backends.device import BLEDevice
 
     balancer = VirtualBalancer(cells=4, ble=True)
-    device = BLEDevice("40:17:10:01:06:C7", "DL-4017100106C7", {}, -60)
+    device = ble_device("40:17:10:01:06:C7", "DL-4017100106C7", {})
 
     async def find(address: str, **kwargs: Any) -> BLEDevice:
         assert address == device.address

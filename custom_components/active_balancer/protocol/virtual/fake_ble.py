@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+import inspect
 import logging
-from typing import Any
+from typing import Any, cast
 
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
@@ -215,4 +216,16 @@ def fake_device(
     address: str = "DA:17:BA:1A:0C:E5", name: str | None = "DL-DA17BA1A0CE5"
 ) -> BLEDevice:
     """Return a ``BLEDevice`` for tests."""
-    return BLEDevice(address, name, None, -60)
+    return ble_device(address, name, None)
+
+
+def ble_device(address: str, name: str | None, details: Any) -> BLEDevice:
+    """A ``BLEDevice`` on every supported bleak.
+
+    bleak 1.0 dropped the ``rssi`` argument (the signal strength lives in the
+    advertisement now); bleak 0.22, which Home Assistant 2025.4 pins, still
+    requires it.
+    """
+    if "rssi" in inspect.signature(BLEDevice.__init__).parameters:
+        return cast(Any, BLEDevice)(address, name, details, -60)
+    return BLEDevice(address, name, details)
