@@ -58,6 +58,7 @@ from custom_components.active_balancer.protocol.virtual import (
     FakeConnector,
     VirtualBalancer,
     VirtualServer,
+    ble_device,
     fake_connector,
     serve_tcp,
 )

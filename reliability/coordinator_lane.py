@@ -38,16 +38,6 @@ from custom_components.active_balancer.const import (
 from . import soak
 
 
-@pytest.fixture
-def enable_event_loop_debug(event_loop: asyncio.AbstractEventLoop) -> None:
-    """Keep the event loop's debug mode off (the harness turns it on).
-
-    It makes every step several times slower, which the soak would see as a
-    slow line.
-    """
-    event_loop.set_debug(False)
-
-
 @pytest.fixture(autouse=True)
 def _integration(enable_custom_integrations: None, socket_enabled: None) -> None:
     """Load custom_components/ and allow the loopback gateway's socket."""
@@ -64,6 +54,9 @@ def report_path() -> Path:
 
 async def test_coordinator_lane(hass: HomeAssistant, report_path: Path) -> None:
     """Run the lane at the size asked for; write its report; meet the targets."""
+    # The harness turns the event loop's debug mode on; it makes every step
+    # several times slower, which the soak would see as a slow line.
+    asyncio.get_running_loop().set_debug(False)
     config, polls = soak.config_from_env(os.environ)
     balancer, server = await soak.serve_coordinator_balancer(config.seed)
     try:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator
 from datetime import timedelta
+from pathlib import Path
 import time
 from typing import Any
 from unittest.mock import PropertyMock, patch
 
-from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData
 from homeassistant.components import bluetooth
 from homeassistant.components.bluetooth import BluetoothServiceInfoBleak
-from homeassistant.const import CONF_ADDRESS, Platform
+from homeassistant.const import CONF_ADDRESS, MAJOR_VERSION, MINOR_VERSION, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
 import pytest
@@ -42,6 +42,7 @@ from custom_components.active_balancer.protocol.virtual import (
     FakeConnector,
     VirtualBalancer,
     VirtualServer,
+    ble_device,
     fake_connector,
     serve_tcp,
 )
@@ -244,11 +245,25 @@ def name_entry_for(hass: HomeAssistant, entry: MockConfigEntry, cells: int) -> N
     hass.config_entries.async_update_entry(entry, title=f"Balancer {cells}S")
 
 
+# Registry entries gain fields from one Home Assistant release to the next, so
+# each tested release has its own reviewed set: snapshots/<major>.<minor>/.
+SNAPSHOT_RELEASE = f"{MAJOR_VERSION}.{MINOR_VERSION}"
+
+
+class ReleaseSnapshotExtension(HomeAssistantSnapshotExtension):
+    """Home Assistant's snapshot format, one folder per Home Assistant release."""
+
+    @classmethod
+    def dirname(cls, *, test_location: Any) -> str:
+        """snapshots/<release>/ beside the test module."""
+        return str(Path(test_location.filepath).parent / "snapshots" / SNAPSHOT_RELEASE)
+
+
 @pytest.fixture
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
-    """Snapshots in Home Assistant's format, under snapshots/.
+    """Snapshots in Home Assistant's format, under snapshots/<release>/.
 
     The harness defines the same fixture, but syrupy's own one wins over a
     plugin's; a conftest fixture wins over both.
     """
-    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+    return snapshot.use_extension(ReleaseSnapshotExtension)

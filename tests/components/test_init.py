@@ -58,8 +58,9 @@ async def test_device(
 ) -> None:
     """One device per balancer, with what the balancer says about itself."""
     await setup_entry(hass, entry)
-    device = device_registry.async_get_device(identifiers={(DOMAIN, "virtual-1")})
-    assert device == snapshot
+    devices = dr.async_entries_for_config_entry(device_registry, entry.entry_id)
+    assert [device.identifiers for device in devices] == [{(DOMAIN, "virtual-1")}]
+    assert devices[0] == snapshot
 
 
 async def test_unreachable_at_setup(

@@ -695,6 +695,8 @@ def test_read_over_ble(
     from bleak import BleakScanner
     from bleak.backends.device import BLEDevice
 
+    from custom_components.active_balancer.protocol.virtual import ble_device
+
     balancer = VirtualBalancer(cells=4, ble=True)
     device = ble_device("40:17:10:01:06:C7", "DL-4017100106C7", {})
 

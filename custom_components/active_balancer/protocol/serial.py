@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit, urlunsplit
 
 import serialx
 
@@ -16,9 +17,21 @@ DEFAULT_BAUDRATE = 9600
 URL_SCHEMES = ("socket://", "rfc2217://", "tcp://", "esphome://")
 
 
-def is_url(port: str) -> bool:
-    """Whether *port* is a network URL rather than a device path."""
-    return port.startswith(URL_SCHEMES)
+def redact_port(port: str) -> str:
+    """*port* without credentials or query, for messages and logs.
+
+    ``esphome://`` URLs may carry a noise key in the query and gateways a user
+    and password before the host; a device path is returned as it is.
+    """
+    if "://" not in port:
+        return port
+    parts = urlsplit(port)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def check_port(port: str) -> str:
@@ -101,7 +114,7 @@ class SerialLink:
                     baudrate=self.baudrate,
                 )
         except (OSError, TimeoutError, serialx.SerialException, ValueError) as err:
-            msg = f"Could not open {serialx.redact_uri(self.port)}: {err}"
+            msg = f"Could not open {redact_port(self.port)}: {err}"
             raise ConnectionFailed(msg) from err
         self._transport = transport
         _LOGGER.debug("Opened %s at %d baud", self.port, self.baudrate)

@@ -14,7 +14,13 @@ from .device import (
     RequestParser,
     VirtualBalancer,
 )
-from .fake_ble import FakeBleakClient, FakeConnector, fake_connector, fake_device
+from .fake_ble import (
+    FakeBleakClient,
+    FakeConnector,
+    ble_device,
+    fake_connector,
+    fake_device,
+)
 from .faults import FAULT_KINDS, Faults
 from .servers import (
     Line,
@@ -40,6 +46,7 @@ __all__ = [
     "TcpServer",
     "VirtualBalancer",
     "VirtualServer",
+    "ble_device",
     "fake_connector",
     "fake_device",
     "loopback_host",
