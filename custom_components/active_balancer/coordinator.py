@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from homeassistant.components import bluetooth
 from homeassistant.const import CONF_ADDRESS
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import (
     ConfigEntryNotReady,
     HomeAssistantError,
@@ -104,6 +104,7 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         self._results: deque[bool] = deque(maxlen=LINK_QUALITY_WINDOW)
         self._implausible_polls = 0
         self.last_error: str | None = None
+        self._late_writes: list[CALLBACK_TYPE] | None = None
         client.settings_every = entry.options.get(
             CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY
         )
@@ -111,6 +112,33 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             entry.options.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED)
             or not ble_link
         )
+
+    @callback
+    def async_update_listeners(self) -> None:
+        """Let the entities show new data: every measurement first.
+
+        Home Assistant starts a state trigger's actions while the triggering
+        state is being written. So alarms, the balancing state, switches and
+        numbers are written only after every measurement of the same poll:
+        an automation triggered by an alarm reads that poll's cell voltages.
+        """
+        self._late_writes = []
+        try:
+            super().async_update_listeners()
+        finally:
+            late, self._late_writes = self._late_writes, None
+        for write in late:
+            write()
+
+    def write_after_measurements(self, write: CALLBACK_TYPE) -> bool:
+        """Queue *write* behind the measurements of the update in progress.
+
+        Returns False outside an update (then the caller writes at once).
+        """
+        if self._late_writes is None:
+            return False
+        self._late_writes.append(write)
+        return True
 
     @cached_property
     def device_info(self) -> HaDeviceInfo:

@@ -19,6 +19,9 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
     """
 
     _attr_has_entity_name = True
+    # Measurements are written first in every update, everything else
+    # (alarms, states, settings) after them: see the coordinator.
+    is_measurement = False
 
     def __init__(
         self,
@@ -39,6 +42,15 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
 
     @callback
     def _handle_coordinator_update(self) -> None:
+        """Write the state when it changed, after the measurements if not one."""
+        if not self.is_measurement and self.coordinator.write_after_measurements(
+            self._write_if_changed
+        ):
+            return
+        self._write_if_changed()
+
+    @callback
+    def _write_if_changed(self) -> None:
         """Write the state only when it changed."""
         shown = (self.available, self._shown())
         if shown == self._written:

@@ -178,6 +178,7 @@ class BalancerSensor(BalancerEntity, SensorEntity):
     """A sensor whose value comes from its description."""
 
     entity_description: BalancerSensorDescription
+    is_measurement = True
 
     @property
     def native_value(self) -> StateType:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from homeassistant.const import STATE_OFF, STATE_ON, Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.event import async_track_state_change_event
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -71,6 +72,39 @@ async def test_cell_under_voltage_alarm(
     balancer.set_cell_voltage(7, 3.300)
     await async_next_poll(hass)
     assert hass.states.get(UNDER_VOLTAGE).state == STATE_OFF
+
+
+async def test_alarm_is_written_after_the_measurements_of_its_poll(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """What an automation on the alarm reads at the moment it fires.
+
+    Home Assistant runs a state trigger's actions while the alarm's state is
+    written; the lowest cell and the minimum cell voltage must already show
+    the poll that raised the alarm. The binary sensors are set up before
+    the sensors here, so they are the first to hear of every poll.
+    """
+    await setup_platforms(hass, entry, Platform.BINARY_SENSOR)
+    await hass.config_entries.async_forward_entry_setups(entry, [Platform.SENSOR])
+    await hass.async_block_till_done()
+    seen: list[tuple[str, str]] = []
+
+    @callback
+    def alarm_changed(event: Event[EventStateChangedData]) -> None:
+        new_state = event.data["new_state"]
+        if new_state is not None and new_state.state == STATE_ON:
+            seen.append(
+                (
+                    hass.states.get("sensor.balancer_16s_lowest_cell").state,
+                    hass.states.get("sensor.balancer_16s_minimum_cell_voltage").state,
+                )
+            )
+
+    unsubscribe = async_track_state_change_event(hass, UNDER_VOLTAGE, alarm_changed)
+    balancer.set_cell_voltage(5, 2.25)
+    await async_next_poll(hass)
+    unsubscribe()
+    assert seen == [("5", "2.25")]
 
 
 async def test_cell_over_voltage_alarm(
