@@ -31,6 +31,8 @@ from typing import Any
 import aiohttp
 import requests
 
+from .http_config import http_yaml, write_http_store
+
 REPO = Path(__file__).resolve().parents[2]
 INTEGRATION = REPO / "custom_components" / "active_balancer"
 ARTIFACTS = REPO / "artifacts" / "e2e"
@@ -56,10 +58,7 @@ homeassistant:
   latitude: 52.52
   longitude: 13.40
   elevation: 34
-http:
-  server_host: 127.0.0.1
-  server_port: {port}
-api:
+{http}api:
 config:
 onboarding:
 automation: !include automations.yaml
@@ -74,7 +73,10 @@ ONBOARDING_DOMAINS = frozenset(
     {"google_translate", "met", "radio_browser", "shopping_list"}
 )
 ONBOARDING_ENTRIES = frozenset({"google_translate", "shopping_list"})
-LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d [\d:.]+ (\w+) \([^)]*\) \[([^\]]+)\]")
+LOG_RECORD = re.compile(
+    # 2026.x adds the UTC offset to the time stamp.
+    r"^\d{4}-\d\d-\d\d [\d:.]+(?:[+-]\d\d:\d\d)? (\w+) \([^)]*\) \[([^\]]+)\]"
+)
 PROBLEM_MARKERS = (
     "Traceback",
     "Task exception was never retrieved",
@@ -167,8 +169,9 @@ class HassProcess:
         """Write configuration.yaml, an empty automations.yaml and the link."""
         self.config_dir.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "configuration.yaml").write_text(
-            BASE_CONFIGURATION.format(port=self.port), encoding="utf-8"
+            BASE_CONFIGURATION.format(http=http_yaml(self.port)), encoding="utf-8"
         )
+        write_http_store(self.config_dir, self.port)
         self.automations_path.write_text("[]\n", encoding="utf-8")
         custom = self.config_dir / "custom_components"
         custom.mkdir(exist_ok=True)
@@ -261,17 +264,29 @@ class HassProcess:
         """Log records that show a problem in this integration.
 
         Errors of the integration's own loggers, except the coordinator's
-        "Error fetching" while the balancer is off on purpose, and any record
-        naming the integration with a traceback or an asyncio/HA warning.
+        "Error fetching" while the balancer is off on purpose (and the
+        "Full error:" traceback that current Home Assistant adds to it
+        at debug level), and any record naming the integration with a
+        traceback or an asyncio/HA warning.
         """
         problems = []
+        after_fetch_error = False
         for record in self.log_records():
             match = LOG_RECORD.match(record)
             level, logger = (match.group(1), match.group(2)) if match else ("", "")
             ours = logger.startswith("custom_components.active_balancer")
+            fetch_error = ours and level == "ERROR" and "Error fetching" in record
+            full_error = (
+                after_fetch_error
+                and ours
+                and level == "DEBUG"
+                and record.split("\n", 1)[0].endswith("Full error:")
+            )
+            after_fetch_error = fetch_error
+            if fetch_error or full_error:
+                continue
             if ours and level in ("ERROR", "CRITICAL"):
-                if "Error fetching" not in record:
-                    problems.append(record)
+                problems.append(record)
             elif "active_balancer" in record and any(
                 marker in record for marker in PROBLEM_MARKERS
             ):

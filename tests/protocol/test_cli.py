@@ -128,8 +128,10 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 
 def _env() -> dict[str, str]:
+    """The environment of a real process: scripts/balancer on this Python."""
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    env["BALANCER_PYTHON"] = sys.executable
     return env
 
 
