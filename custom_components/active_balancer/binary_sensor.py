@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from homeassistant.components.binary_sensor import (
-    BinarySensorDeviceClass,
     BinarySensorEntity,
     BinarySensorEntityDescription,
 )
@@ -18,6 +17,13 @@ from . import BalancerConfigEntry
 from .coordinator import BalancerData
 from .entity import BalancerEntity
 from .protocol import Alarm
+
+try:  # Home Assistant 2026.10 and newer
+    from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
+except ImportError:  # pragma: no cover - older Home Assistant
+    from homeassistant.components.binary_sensor import (  # type: ignore[attr-defined]
+        BinarySensorDeviceClass,
+    )
 from .protocol.model import ALARM_GROUPS
 
 PARALLEL_UPDATES = 0

@@ -32,7 +32,11 @@ from homeassistant.helpers.selector import (
 )
 from homeassistant.util.ulid import ulid_now
 import serialx
-import voluptuous as vol
+
+try:  # Home Assistant 2026.10 and newer validate with probatio
+    import probatio as vol
+except ImportError:  # pragma: no cover - older Home Assistant
+    import voluptuous as vol  # type: ignore[no-redef]
 
 from .connection import create_connection
 from .const import (

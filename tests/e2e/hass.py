@@ -285,10 +285,9 @@ class HassProcess:
             after_fetch_error = fetch_error
             if fetch_error or full_error:
                 continue
-            if ours and level in ("ERROR", "CRITICAL"):
-                problems.append(record)
-            elif "active_balancer" in record and any(
-                marker in record for marker in PROBLEM_MARKERS
+            if (ours and level in ("ERROR", "CRITICAL")) or (
+                "active_balancer" in record
+                and any(marker in record for marker in PROBLEM_MARKERS)
             ):
                 problems.append(record)
         return problems

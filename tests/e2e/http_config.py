@@ -23,7 +23,7 @@ HOST = "127.0.0.1"
 def _storage_schema() -> Any:
     """Home Assistant's schema of the stored HTTP settings, or None before 2026.11."""
     try:
-        from homeassistant.components.http import config as http_config  # noqa: PLC0415
+        from homeassistant.components.http import config as http_config
     except ImportError:
         return None
     return getattr(http_config, "HTTP_STORAGE_SCHEMA", None)
@@ -41,7 +41,7 @@ def write_http_store(config_dir: Path, port: int) -> None:
     schema = _storage_schema()
     if schema is None:
         return
-    from homeassistant.components.http import config as http_config  # noqa: PLC0415
+    from homeassistant.components.http import config as http_config
 
     stable = dict(schema({"server_host": [HOST], "server_port": port}))
     for key, value in stable.items():  # enums (the SSL profile) as stored

@@ -227,5 +227,6 @@ def ble_device(address: str, name: str | None, details: Any) -> BLEDevice:
     requires it.
     """
     if "rssi" in inspect.signature(BLEDevice.__init__).parameters:
-        return cast(Any, BLEDevice)(address, name, details, -60)
+        device: BLEDevice = cast(Any, BLEDevice)(address, name, details, -60)
+        return device
     return BLEDevice(address, name, details)
