@@ -58,3 +58,10 @@ def write_http_store(config_dir: Path, port: int) -> None:
     storage = config_dir / ".storage"
     storage.mkdir(parents=True, exist_ok=True)
     (storage / "http").write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    # python -m tests.e2e.http_config CONFIG-DIR PORT  (used by scripts/develop)
+    write_http_store(Path(sys.argv[1]), int(sys.argv[2]))
