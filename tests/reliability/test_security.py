@@ -73,6 +73,7 @@ from custom_components.active_balancer.protocol.virtual import (
     loopback_host,
     serve_tcp,
 )
+from tests.e2e.http_config import http_yaml, write_http_store
 
 from .conftest import serial_data
 
@@ -440,15 +441,24 @@ async def test_simulate_binds_loopback() -> None:
     assert re.search(r"^socket://127\.0\.0\.1:\d+$", out.getvalue(), re.MULTILINE)
 
 
-def test_develop_setup_is_loopback_only() -> None:
+def test_develop_setup_is_loopback_only(tmp_path: Path) -> None:
     """scripts/develop: the simulator and Home Assistant on 127.0.0.1 only."""
     develop = (ROOT / "scripts" / "develop").read_text("utf-8")
     assert "0.0.0.0" not in develop  # noqa: S104
     assert "--host" not in develop
     assert "simulate --tcp" in develop
+    # No http: block in YAML (Home Assistant 2026.11 would try it for five
+    # minutes and then fall back to every interface); develop writes the
+    # settings the way the tests do.
     config = (ROOT / "config" / "configuration.yaml").read_text("utf-8")
-    http = re.search(r"^http:\n((?:[ \t]+.*\n)+)", config, re.MULTILINE)
-    assert http is not None
-    host = re.search(r"server_host:\s*(\S+)", http.group(1))
-    assert host is not None
-    assert host.group(1) in ("127.0.0.1", "::1")
+    assert re.search(r"^http:", config, re.MULTILINE) is None
+    assert "-m tests.e2e.http_config" in develop
+    write_http_store(tmp_path, 8123)
+    store = tmp_path / ".storage" / "http"
+    if store.exists():  # Home Assistant with the HTTP store
+        data = json.loads(store.read_text("utf-8"))["data"]
+        assert data["stable"]["server_host"] == ["127.0.0.1"]
+        assert data["pending"] is None
+        assert http_yaml(8123) == ""
+    else:
+        assert "server_host: 127.0.0.1" in http_yaml(8123)
