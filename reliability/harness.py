@@ -104,8 +104,4 @@ class HarnessRun:
 
     def output(self, limit: int = OUTPUT_TAIL) -> str:
         """The last *limit* characters pytest printed."""
-        try:
-            text = self.log.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
-        return text[-limit:]
+        return self.log.read_text(encoding="utf-8", errors="replace")[-limit:]
