@@ -15,7 +15,7 @@ loop thread counts the integration's CPU and not the simulated device's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Generator, Iterable
+from collections.abc import Callable, Coroutine, Generator, Iterable, Sequence
 import gc
 import json
 import os
@@ -452,6 +452,89 @@ class VirtualCpu:
             balancer.answer = answer  # type: ignore[method-assign]
 
 
+def _ble_entries(addresses: Sequence[str]) -> list[MockConfigEntry]:
+    return [
+        MockConfigEntry(
+            domain=DOMAIN,
+            title=f"Balancer {index}",
+            data={
+                CONF_TRANSPORT: TRANSPORT_BLE,
+                CONF_ADDRESS: address,
+                CONF_PROTOCOL: "auto",
+                CONF_VARIANT: "d2",
+            },
+            unique_id=address,
+        )
+        for index, address in enumerate(addresses, start=1)
+    ]
+
+
+async def _measure_setups(
+    hass: HomeAssistant, entries: Sequence[MockConfigEntry]
+) -> tuple[int, dict[str, float], float]:
+    """Set *entries* up; their memory, its largest files (KiB/device), seconds.
+
+    The first entry is set up already: it loaded the integration and its
+    platforms (imports, translations), a one-time cost, not a per-device one.
+    """
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    setup_start = time.perf_counter()
+    for entry in entries[1:]:
+        assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    setup_seconds = time.perf_counter() - setup_start
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    assert all(entry.state is ConfigEntryState.LOADED for entry in entries)
+    ignore = [
+        tracemalloc.Filter(False, "*/protocol/virtual/*"),
+        tracemalloc.Filter(False, tracemalloc.__file__),
+    ]
+    diff = after.filter_traces(ignore).compare_to(
+        before.filter_traces(ignore), os.environ.get("BENCH_HA_GROUP", "filename")
+    )
+    grown = sum(stat.size_diff for stat in diff)
+    measured = max(1, len(entries) - 1)
+    top = {
+        _where(stat.traceback[0]): round(stat.size_diff / measured / 1024, 1)
+        for stat in sorted(diff, key=lambda stat: -stat.size_diff)[:12]
+    }
+    return grown, top, setup_seconds
+
+
+async def _polling_rounds(
+    hass: HomeAssistant,
+    coordinators: Sequence[BalancerCoordinator],
+    virtual_cpu: VirtualCpu,
+    rounds: int,
+) -> tuple[list[float], list[int]]:
+    """CPU (without the virtual balancers') and requests of each polling round."""
+    stats = [coordinator.client.bus.stats for coordinator in coordinators]
+
+    async def refresh_all() -> None:
+        await asyncio.gather(*(c.async_refresh() for c in coordinators))
+
+    await refresh_all()  # warm up
+    await hass.async_block_till_done()
+    rounds_cpu: list[float] = []
+    requests: list[int] = []
+    for _ in range(rounds):
+        before_stats = [snapshot(s) for s in stats]
+        virtual_before = virtual_cpu.seconds
+        cpu = await _cpu(hass, refresh_all)
+        rounds_cpu.append(cpu - (virtual_cpu.seconds - virtual_before))
+        requests.append(
+            sum(
+                Traffic.between(b, s).requests
+                for b, s in zip(before_stats, stats, strict=True)
+            )
+        )
+    return rounds_cpu, requests
+
+
 @pytest.mark.usefixtures("all_entities_enabled", "enable_bluetooth")
 async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -> None:
     """Part 5b: many BLE balancers: memory per device, CPU per polling round."""
@@ -476,20 +559,7 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
     callback_adv = bluetooth.async_get_advertisement_callback(hass)
     for address in addresses:
         callback_adv(_advertisement(address))
-    entries = [
-        MockConfigEntry(
-            domain=DOMAIN,
-            title=f"Balancer {index}",
-            data={
-                CONF_TRANSPORT: TRANSPORT_BLE,
-                CONF_ADDRESS: address,
-                CONF_PROTOCOL: "auto",
-                CONF_VARIANT: "d2",
-            },
-            unique_id=address,
-        )
-        for index, address in enumerate(addresses, start=1)
-    ]
+    entries = _ble_entries(addresses)
     # The first device loads the integration and its platforms (imports,
     # translations): a one-time cost, not a per-device one.
     entries[0].add_to_hass(hass)
@@ -499,55 +569,13 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
         entry.add_to_hass(hass)
     await hass.async_block_till_done()
 
-    gc.collect()
-    tracemalloc.start()
-    before = tracemalloc.take_snapshot()
-    setup_start = time.perf_counter()
-    for entry in entries[1:]:
-        assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    setup_seconds = time.perf_counter() - setup_start
-    gc.collect()
-    after = tracemalloc.take_snapshot()
-    tracemalloc.stop()
-    assert all(entry.state is ConfigEntryState.LOADED for entry in entries)
-    ignore = [
-        tracemalloc.Filter(False, "*/protocol/virtual/*"),
-        tracemalloc.Filter(False, tracemalloc.__file__),
-    ]
-    diff = after.filter_traces(ignore).compare_to(
-        before.filter_traces(ignore), os.environ.get("BENCH_HA_GROUP", "filename")
-    )
-    grown = sum(stat.size_diff for stat in diff)
+    grown, top, setup_seconds = await _measure_setups(hass, entries)
     measured = max(1, count - 1)
-    top = {
-        _where(stat.traceback[0]): round(stat.size_diff / measured / 1024, 1)
-        for stat in sorted(diff, key=lambda stat: -stat.size_diff)[:12]
-    }
-    del before, after
-
     coordinators = [entry.runtime_data for entry in entries]
     entities = sum(len(_entity_ids(hass, entry)) for entry in entries)
-    stats = [coordinator.client.bus.stats for coordinator in coordinators]
-
-    async def refresh_all() -> None:
-        await asyncio.gather(*(c.async_refresh() for c in coordinators))
-
-    await refresh_all()  # warm up
-    await hass.async_block_till_done()
-    rounds_cpu: list[float] = []
-    requests: list[int] = []
-    for _ in range(config.ble_rounds):
-        before_stats = [snapshot(s) for s in stats]
-        virtual_before = virtual_cpu.seconds
-        cpu = await _cpu(hass, refresh_all)
-        rounds_cpu.append(cpu - (virtual_cpu.seconds - virtual_before))
-        requests.append(
-            sum(
-                Traffic.between(b, s).requests
-                for b, s in zip(before_stats, stats, strict=True)
-            )
-        )
+    rounds_cpu, requests = await _polling_rounds(
+        hass, coordinators, virtual_cpu, config.ble_rounds
+    )
     for entry in entries:
         assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.cli import render
+from bench.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 
