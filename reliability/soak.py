@@ -860,9 +860,9 @@ def tap_bus(bus: Bus, lane: Lane) -> None:
     """Check every answer the bus hands out against what the device sent."""
     exchange = bus.exchange
 
-    async def tapped(request: Request) -> list[Frame]:
+    async def tapped(request: Request, **kwargs: Any) -> list[Frame]:
         epoch = lane.balancer.write_epoch
-        frames = await exchange(request)
+        frames = await exchange(request, **kwargs)
         for frame in frames:
             problem = lane.balancer.check_reply(request, frame, epoch)
             if problem == "stale":

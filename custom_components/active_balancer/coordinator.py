@@ -264,7 +264,8 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         outside = [
             str(number)
             for number, volts in enumerate(reading.cell_voltages, start=1)
-            if not low <= volts <= high
+            # A value the device cannot report (None) is implausible too.
+            if volts is None or not low <= volts <= high
         ]
         self._implausible_polls = self._implausible_polls + 1 if outside else 0
         self._issue(

@@ -674,7 +674,7 @@ def format_reading(reading: Reading) -> str:
         row = []
         for number in range(start + 1, min(start + per_row, len(cells)) + 1):
             flag = "*" if number in marks else " "
-            row.append(f"{number:>3}{flag} {cells[number - 1]:.3f} V")
+            row.append(f"{number:>3}{flag} {_volts(cells[number - 1])}")
         lines.append("  ".join(row))
     temps = ", ".join(
         "not fitted" if t is None else f"{t:.1f} °C" for t in reading.temperatures
