@@ -251,6 +251,9 @@ class BalancerClient:
                 self.reading = await self._read_live()
         else:
             if self._polls_since_settings >= self.settings_every:
+                # Retry the optional live parts the device did not answer.
+                for part in OPTIONAL_LIVE_PARTS:
+                    self.unanswered.pop(part, None)
                 await self.read_settings()
             self.reading = await self._read_live()
         self._polls_since_settings += 1
@@ -469,15 +472,14 @@ class BalancerClient:
     async def read_settings(self) -> Settings:
         """Read every setting the variant has; each block or command is optional.
 
-        What the device did not answer before is asked again (once), and the
-        optional live parts are planned in again for the next poll.
+        What the device did not answer before is asked again (once); on the
+        periodic re-read (:meth:`poll`) the optional live parts are planned in
+        again for the next live read too.
         """
         variant = self.variant or self.requested_variant
         if variant is None:
             await self.connect()
             return self.settings
-        for part in OPTIONAL_LIVE_PARTS:
-            self.unanswered.pop(part, None)
         if variant is Variant.A5:
             replies = await self._a5_reads([(A5_TABLE.counts, 1)])
             for command in (

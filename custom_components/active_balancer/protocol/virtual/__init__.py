@@ -16,6 +16,7 @@ from .device import (
 )
 from .fake_ble import FakeBleakClient, FakeConnector, fake_connector, fake_device
 from .faults import FAULT_KINDS, Faults
+from .quirks import Quirks
 from .servers import (
     Line,
     PtyServer,
@@ -34,6 +35,7 @@ __all__ = [
     "Faults",
     "Line",
     "PtyServer",
+    "Quirks",
     "RecordedWrite",
     "Reply",
     "RequestParser",
