@@ -76,7 +76,6 @@ BAUDRATES = ["1200", "2400", "4800", "9600", "19200", "38400", "57600", "115200"
 PROTOCOLS = [PROTOCOL_AUTO, *(variant.value for variant in Variant)]
 
 
-
 def identify(info: BluetoothServiceInfoBleak) -> Identity:
     """How well an advertisement identifies a balancer's dongle (the rules
     live in ``protocol.advertisement``, with the manifest's matchers)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 import logging
@@ -73,6 +73,9 @@ class BalancerData:
     """Share of the last polls that succeeded, in percent."""
     rssi: int | None = None
     """Signal strength of the last advertisement (Bluetooth only)."""
+    unanswered: dict[str, str] = field(default_factory=dict)
+    """Optional parts the device did not answer (their entities are
+    unavailable), with why."""
 
 
 class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
@@ -210,6 +213,7 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             settings=self.client.settings,
             link_quality=self.link_quality,
             rssi=self.rssi,
+            unanswered=dict(self.client.unanswered),
         )
         self._check_repairs(data)
         return data
@@ -249,7 +253,11 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             ) from err
         if self.data is not None:
             self.async_set_updated_data(
-                dataclasses.replace(self.data, settings=self.client.settings)
+                dataclasses.replace(
+                    self.data,
+                    settings=self.client.settings,
+                    unanswered=dict(self.client.unanswered),
+                )
             )
 
     # --- repairs --------------------------------------------------------------
