@@ -22,14 +22,13 @@ from .frames import A5_HOST_ADDRESSES, MAX_READ_REGISTERS, A5Frame, Frame
 from .link import Bus, LinkKind
 from .model import DeviceInfo, Reading, Setting, Settings, Variant
 from .plan import (
-    DEFAULT_TURNAROUND,
     OPTIONAL_LIVE_PARTS,
     PART_BALANCE_CURRENT,
     PART_BALANCING_CELLS,
     PART_LIVE,
-    Cost,
     best_plan,
     fallback_limit,
+    line_cost,
     live_registers,
     parts_of,
     split,
@@ -250,12 +249,14 @@ class BalancerClient:
             if self.reading is None:  # the A5 probe reads no live values
                 self.reading = await self._read_live()
         else:
-            if self._polls_since_settings >= self.settings_every:
-                # Retry the optional live parts the device did not answer.
-                for part in OPTIONAL_LIVE_PARTS:
-                    self.unanswered.pop(part, None)
-                await self.read_settings()
+            due = self._polls_since_settings >= self.settings_every
+            if due:
+                self._retry_optional_live()
             self.reading = await self._read_live()
+            if due:
+                # After the live read: a device that answers it is awake, so
+                # a settings read it leaves unanswered is its own doing.
+                await self.read_settings()
         self._polls_since_settings += 1
         assert self.reading is not None
         await self.bus.idle()
@@ -284,6 +285,14 @@ class BalancerClient:
         self._note_fill(table, regs)
         return reading
 
+    def _retry_optional_live(self) -> None:
+        """Plan the optional live parts the device did not answer in again."""
+        for part in OPTIONAL_LIVE_PARTS:
+            self.unanswered.pop(part, None)
+        variant = self.variant
+        if variant is not None and variant is not Variant.A5:
+            self._plan_again(MODBUS_TABLES[variant])
+
     def _plan_whole_block(self, table: ModbusTable) -> None:
         """Before the counts are known: the whole live block."""
         live = table.live
@@ -299,11 +308,7 @@ class BalancerClient:
         """Plan the live reads for *cells* cells and *sensors* sensors."""
         parts = [part for part in OPTIONAL_LIVE_PARTS if part not in self.unanswered]
         self._needed = live_registers(table.live, cells, sensors, parts)
-        turnaround = self.bus.turnaround
-        cost = Cost(
-            self.bus.link.byte_time,
-            DEFAULT_TURNAROUND if turnaround is None else turnaround,
-        )
+        cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
         self.live_plan = best_plan(self._needed, cost, self.max_read)
         self._planned_counts = (cells, sensors)
 
@@ -474,7 +479,7 @@ class BalancerClient:
 
         What the device did not answer before is asked again (once); on the
         periodic re-read (:meth:`poll`) the optional live parts are planned in
-        again for the next live read too.
+        again for that poll's live read too.
         """
         variant = self.variant or self.requested_variant
         if variant is None:
@@ -502,8 +507,6 @@ class BalancerClient:
                 if values is not None:
                     regs.update(values)
             self.settings = codec.decode_modbus_settings(table, regs)
-            if self._planned_counts is not None:
-                self._replan(table, *self._planned_counts)
         self._polls_since_settings = 0
         return self.settings
 

@@ -24,6 +24,9 @@ REPLY_OVERHEAD = 5
 """An FC03 reply without its data: address, function, byte count, CRC."""
 DEFAULT_TURNAROUND = 0.010
 """Turnaround assumed until the bus has measured the device's own."""
+SILENT_CHARACTERS = 7
+"""Modbus RTU needs 3.5 character times of silence before a request and
+before its reply: no request costs less, whatever a loopback line measures."""
 
 PART_LIVE = "live"
 PART_BALANCE_CURRENT = "balance_current"
@@ -48,6 +51,16 @@ class Cost:
     def plan(self, blocks: Iterable[Block]) -> float:
         """Seconds a whole plan takes."""
         return sum(self.read(block.count) for block in blocks)
+
+
+def line_cost(byte_time: float, measured: float | None) -> Cost:
+    """The cost model of a line: its byte time and the device's turnaround.
+
+    *measured* is the bus's median turnaround (None before the first answer);
+    it is never taken below the silence Modbus RTU requires.
+    """
+    turnaround = DEFAULT_TURNAROUND if measured is None else measured
+    return Cost(byte_time, max(turnaround, SILENT_CHARACTERS * byte_time))
 
 
 def fallback_limit(table: ModbusTable, current: int) -> int | None:
@@ -145,6 +158,7 @@ __all__ = [
     "Cost",
     "best_plan",
     "fallback_limit",
+    "line_cost",
     "live_registers",
     "parts_of",
     "split",
