@@ -11,7 +11,10 @@ from __future__ import annotations
 import pytest
 
 from custom_components.active_balancer.protocol import codec
+from custom_components.active_balancer.protocol.cli import build_parser
 from custom_components.active_balancer.protocol.client import BalancerClient
+from custom_components.active_balancer.protocol.errors import BalancerTimeout
+from custom_components.active_balancer.protocol.link import Bus
 from custom_components.active_balancer.protocol.model import Setting, Variant
 from custom_components.active_balancer.protocol.plan import (
     Cost,
@@ -25,7 +28,9 @@ from custom_components.active_balancer.protocol.registers import (
     P81_TABLE,
     Block,
 )
-from custom_components.active_balancer.protocol.virtual import Quirks
+from custom_components.active_balancer.protocol.serial import SerialLink
+from custom_components.active_balancer.protocol.virtual import Quirks, VirtualBalancer
+from custom_components.active_balancer.protocol.virtual.quirks import parse_range
 
 from .test_client import assert_reading_matches, balancer, rig
 
@@ -270,7 +275,7 @@ def test_plan_p81_4s_is_cheaper_than_one_read() -> None:
     assert len(plan) > 1
     assert cost.plan(plan) < 0.160 < cost.plan([P81_TABLE.live.block])
     assert all(reg in block for reg in needed for block in plan if reg in block)
-    assert {reg for reg in needed} <= {
+    assert set(needed) <= {
         reg for block in plan for reg in range(block.start, block.start + block.count)
     }
 
@@ -303,7 +308,7 @@ async def test_plan_follows_a_new_cell_count(transport: str) -> None:
 
 def d2_live(changes: dict[int, int] | None = None) -> dict[int, int]:
     regs = dict.fromkeys(range(0x41), 0)
-    regs.update({i: 3300 for i in range(4)})
+    regs.update(dict.fromkeys(range(4), 3300))
     regs.update({0x20: 65, 0x28: 132, 0x31: 4, 0x32: 1, 0x40: 30000})
     regs.update(changes or {})
     return regs
@@ -347,3 +352,141 @@ def test_d2_versions_32_plus_32_layout() -> None:
     assert info.software_version == "B002_111132_03"
     assert info.hardware_version == "E303-032DG-SMB"
     assert info.serial_number is None
+
+
+# --- fill, late misses and retries ---------------------------------------------------
+
+
+class FillingBalancer(VirtualBalancer):
+    """Answers the given Modbus registers and A5 commands with 0xFF fill."""
+
+    fill_registers: tuple[range, ...] = ()
+    fill_commands: frozenset[int] = frozenset()
+
+    def registers(self, variant: Variant, start: int, count: int) -> list[int]:
+        values = super().registers(variant, start, count)
+        for i in range(count):
+            if any(start + i in block for block in self.fill_registers):
+                values[i] = 0xFFFF
+        return values
+
+    def _handle_a5(self, frame: bytes) -> bytes | list[bytes] | None:
+        reply = super()._handle_a5(frame)
+        if frame[2] in self.fill_commands and isinstance(reply, bytes):
+            body = reply[:4] + b"\xff" * 8
+            return body + bytes((sum(body) & 0xFF,))
+        return reply
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_fill_marks_parts_unknown(transport: str) -> None:
+    """Settings, versions and balancing bits that read 0xFFFF are unknown."""
+    vb = FillingBalancer(variants=[Variant.D2])
+    vb.fill_registers = (range(0x80, 0xA9), range(0xA9, 0xC9), range(0x3E, 0x40))
+    async with rig(transport, vb) as r:
+        client = r.client(variant=Variant.D2)
+        info = await client.connect()
+        assert info.software_version is None
+        assert client.unanswered == {
+            "versions": "fill",
+            "settings": "fill",
+            "balancing_cells": "fill",
+        }
+        assert client.settings.balance_delta_voltage is None
+        assert client.settings.balancer_enabled is vb.balancer_enabled
+        reading = await client.poll()
+        assert reading.balancing_cells is None
+        assert reading.balance_current == vb.balance_current
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_a5_fill_reply_is_unknown(transport: str) -> None:
+    vb = FillingBalancer(variants=[Variant.A5])
+    vb.fill_commands = frozenset({0x5F})
+    async with rig(transport, vb) as r:
+        client = r.client(variant=Variant.A5)
+        await client.connect()
+        assert client.unanswered == {"balance_settings": "fill"}
+        assert client.settings.balance_start_voltage is None
+        assert client.settings.cell_overvoltage_alarm == vb.cell_overvoltage_alarm
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_optional_register_stops_answering_later(transport: str) -> None:
+    """A read mixing live and optional registers fails: retried without them."""
+    vb = balancer(Variant.D2, transport, cells=4)
+    async with rig(transport, vb) as r:
+        client = r.client(variant=Variant.D2, settings_every=3)
+        await client.connect()
+        assert any(0x40 in block for block in client.live_plan)
+        vb.quirks.ignore_registers.append((0x40, 0x40))
+        reading = await client.poll()
+        assert reading.balance_current is None
+        assert reading.cell_voltages == tuple(
+            round(v * 1000) / 1000 for v in vb.cell_voltages
+        )
+        # Both optional parts of the failed read are left out until the re-read.
+        assert client.unanswered == {
+            "balance_current": "no answer",
+            "balancing_cells": "no answer",
+        }
+        # It answers again: the settings re-read plans it in again.
+        vb.quirks.ignore_registers.clear()
+        await client.poll()
+        await client.poll()
+        reading = await client.poll()
+        assert client.unanswered == {}
+        assert reading.balance_current == vb.balance_current
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_required_registers_that_fail_fail_the_poll(transport: str) -> None:
+    vb = balancer(Variant.D2, transport, cells=4)
+    async with rig(transport, vb) as r:
+        client = r.client(variant=Variant.D2)
+        await client.connect()
+        vb.quirks.ignore_registers.append((0x00, 0x03))
+        with pytest.raises(BalancerTimeout):
+            await client.poll()
+
+
+def test_setting_part_needs_a_variant() -> None:
+    client = BalancerClient(Bus(SerialLink("socket://127.0.0.1:1")))
+    assert client.setting_part(Setting.BALANCER_ENABLED) is None
+    p81 = BalancerClient(Bus(SerialLink("socket://127.0.0.1:1")), variant=Variant.P81)
+    assert p81.setting_part(Setting.BALANCER_ENABLED) == "balancer_switch"
+    assert p81.setting_part(Setting.CHEMISTRY) is None
+    a5 = BalancerClient(Bus(SerialLink("socket://127.0.0.1:1")), variant=Variant.A5)
+    assert a5.setting_part(Setting.CELL_OVERVOLTAGE_ALARM) == "cell_thresholds"
+
+
+def test_register_ranges() -> None:
+    assert parse_range("0x3E-0x40") == (0x3E, 0x40)
+    assert parse_range("89") == (89, 89)
+    with pytest.raises(ValueError, match="register range"):
+        parse_range("0x40-0x3E")
+    quirks = Quirks(ignore_registers=[(0x3E, 0x40)], max_read=10)
+    assert quirks.decide(Variant.D2, bytes.fromhex("d2030000000a")) is None
+    assert quirks.decide(Variant.D2, bytes.fromhex("d2030000000b")) == "refuse"
+    assert quirks.decide(Variant.D2, bytes.fromhex("d2030040000a")) == "ignore"
+    assert quirks.decide(Variant.D2, bytes.fromhex("d20600cf0001")) is None
+
+
+def test_simulate_quirk_options() -> None:
+    args = build_parser().parse_args(
+        [
+            "simulate",
+            "--ignore-command",
+            "0x59",
+            "--ignore-registers",
+            "0x3E-0x40",
+            "--max-read",
+            "81",
+        ]
+    )
+    assert args.ignore_command == [0x59]
+    assert args.ignore_registers == [(0x3E, 0x40)]
+    assert args.max_read == 81
+    for bad in (["--ignore-command", "0x100"], ["--ignore-registers", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["simulate", *bad])
