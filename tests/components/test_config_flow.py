@@ -829,12 +829,17 @@ async def test_bluetooth_foreign_manufacturer_id_starts_no_flow(
     )
     await inject(hass, keiser)
     assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+    assert connector.attempts == 0
     # Even when a flow is started for it, nothing connects to it.
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=keiser
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "not_supported"
+    assert connector.attempts == 0
+    # The same scanner does start a flow for a dongle's name (control).
+    await inject(hass, service_info())
+    assert len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
     assert connector.attempts == 0
 
 
