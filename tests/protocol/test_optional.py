@@ -490,3 +490,35 @@ def test_simulate_quirk_options() -> None:
     for bad in (["--ignore-command", "0x100"], ["--ignore-registers", "x"]):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["simulate", *bad])
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_p81_without_balance_registers(transport: str) -> None:
+    """p81 0x4E-0x51 never answered: no read spans them, the rest arrives."""
+    vb = balancer(
+        Variant.P81,
+        transport,
+        link="rs485",
+        quirks=Quirks(ignore_registers=[(0x4E, 0x51)]),
+    )
+    async with rig(transport, vb) as r:
+        client = r.client(variant=Variant.P81, settings_every=2)
+        await client.connect()
+        assert set(client.unanswered) == {"balance_current", "balancing_cells"}
+        for _ in range(4):  # the settings re-read tries them again, once
+            reading = await client.poll()
+            assert reading.balance_current is None
+            assert reading.cell_voltages == tuple(
+                round(v * 1000) / 1000 for v in vb.cell_voltages
+            )
+            assert reading.alarms == vb.alarms
+        assert all(
+            not any(reg in block for reg in range(0x4E, 0x52))
+            for block in client.live_plan
+        )
+
+
+def test_plan_avoids_unanswered_registers() -> None:
+    cost = Cost(BYTE_9600, 1.0)  # one read would be cheapest
+    plan = best_plan([0x4D, 0x66], cost, avoid=range(0x4E, 0x52))
+    assert plan == (Block(0x4D, 1), Block(0x66, 1))

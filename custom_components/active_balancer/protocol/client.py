@@ -78,6 +78,9 @@ A5_SETTING_PARTS: dict[Setting, str] = {
     Setting.DISCHARGE_UNDERTEMPERATURE_ALARM: "temperature_thresholds",
 }
 
+MAX_REPLANS = 4
+"""A live read is planned again at most this often (fallback, optional parts)."""
+
 MISS_TIMEOUT = "no answer"
 MISS_REFUSED = "refused"
 MISS_FILL = "fill"
@@ -298,18 +301,33 @@ class BalancerClient:
         live = table.live
         block = table.live.block
         optional = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
-        self._needed = {
+        needed = {
             register: optional.get(register, PART_LIVE)
             for register in range(block.start, block.start + block.count)
         }
-        self.live_plan = split(block, self.max_read)
+        avoid = self._unanswered_registers(table)
+        if not avoid:
+            self._needed = needed
+            self.live_plan = split(block, self.max_read)
+            return
+        self._needed = {reg: part for reg, part in needed.items() if reg not in avoid}
+        cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
+        self.live_plan = best_plan(self._needed, cost, self.max_read, avoid)
+
+    def _unanswered_registers(self, table: ModbusTable) -> frozenset[int]:
+        """Registers of the optional live parts the device did not answer."""
+        live = table.live
+        every = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
+        return frozenset(reg for reg, part in every.items() if part in self.unanswered)
 
     def _replan(self, table: ModbusTable, cells: int, sensors: int) -> None:
         """Plan the live reads for *cells* cells and *sensors* sensors."""
         parts = [part for part in OPTIONAL_LIVE_PARTS if part not in self.unanswered]
         self._needed = live_registers(table.live, cells, sensors, parts)
         cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
-        self.live_plan = best_plan(self._needed, cost, self.max_read)
+        self.live_plan = best_plan(
+            self._needed, cost, self.max_read, self._unanswered_registers(table)
+        )
         self._planned_counts = (cells, sensors)
 
     def _plan_again(self, table: ModbusTable) -> None:
@@ -328,6 +346,7 @@ class BalancerClient:
         """
         regs: dict[int, int] = {}
         index = 0
+        restarts = 0
         while index < len(self.live_plan):
             block = self.live_plan[index]
             try:
@@ -346,6 +365,9 @@ class BalancerClient:
                         self._forget_block(block)
                         continue
                 else:
+                    raise
+                restarts += 1
+                if restarts > MAX_REPLANS:  # pragma: no cover - a safety net
                     raise
                 self._plan_again(table)
                 regs = {}

@@ -108,12 +108,19 @@ def live_registers(
 
 
 def best_plan(
-    registers: Iterable[int], cost: Cost, max_count: int = MAX_READ_REGISTERS
+    registers: Iterable[int],
+    cost: Cost,
+    max_count: int = MAX_READ_REGISTERS,
+    avoid: Iterable[int] = (),
 ) -> tuple[Block, ...]:
-    """The cheapest reads covering *registers*, none longer than *max_count*."""
+    """The cheapest reads covering *registers*, none longer than *max_count*.
+
+    No read spans a register of *avoid* (one the device does not answer).
+    """
     regs = sorted(set(registers))
     if not regs:
         return ()
+    avoided = frozenset(avoid)
     count = len(regs)
     best = [0.0] + [math.inf] * count
     start_of = [0] * (count + 1)
@@ -122,6 +129,10 @@ def best_plan(
         for first in range(end - 1, -1, -1):
             span = last - regs[first] + 1
             if span > max_count:
+                break
+            if first < end - 1 and any(
+                reg in avoided for reg in range(regs[first], regs[first + 1])
+            ):
                 break
             total = best[first] + cost.read(span)
             if total < best[end] - 1e-12:
