@@ -522,3 +522,13 @@ def test_plan_avoids_unanswered_registers() -> None:
     cost = Cost(BYTE_9600, 1.0)  # one read would be cheapest
     plan = best_plan([0x4D, 0x66], cost, avoid=range(0x4E, 0x52))
     assert plan == (Block(0x4D, 1), Block(0x66, 1))
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_d2_versions_in_the_other_layout(transport: str) -> None:
+    vb = balancer(Variant.D2, transport, quirks=Quirks(wide_versions=True))
+    async with rig(transport, vb) as r:
+        info = await r.client(variant=Variant.D2).connect()
+        assert info.software_version == vb.software_version
+        assert info.hardware_version == vb.hardware_version
+        assert info.serial_number is None

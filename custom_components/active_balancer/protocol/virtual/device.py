@@ -597,9 +597,12 @@ class VirtualBalancer:
     def _info_registers(self, table: ModbusTable) -> dict[int, int]:
         block = table.info_block
         data = bytearray(2 * block.count)
+        layout = (table.software_version, table.hardware_version)
+        if self.quirks.wide_versions and table.wide_versions is not None:
+            layout = table.wide_versions
         for (offset, size), text in (
-            (table.software_version, self.software_version),
-            (table.hardware_version, self.hardware_version),
+            (layout[0], self.software_version),
+            (layout[1], self.hardware_version),
         ):
             data[offset : offset + size] = _ascii(text, size)
         return {block.start + i: word for i, word in enumerate(_words(bytes(data)))}

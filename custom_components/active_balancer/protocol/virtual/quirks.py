@@ -34,6 +34,8 @@ class Quirks:
     """Reads of more registers are refused (exception 3), or not answered
     with ``max_read_silent``."""
     max_read_silent: bool = False
+    wide_versions: bool = False
+    """D2 version strings in the 32 + 32 byte layout (two real firmwares)."""
 
     def decide(self, variant: Variant, frame: bytes) -> str | None:
         """Whether the request *frame* is ignored, refused, or answered (None)."""
