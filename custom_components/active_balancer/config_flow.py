@@ -77,8 +77,10 @@ PROTOCOLS = [PROTOCOL_AUTO, *(variant.value for variant in Variant)]
 
 
 def identify(info: BluetoothServiceInfoBleak) -> Identity:
-    """How well an advertisement identifies a balancer's dongle (the rules
-    live in ``protocol.advertisement``, with the manifest's matchers)."""
+    """How well an advertisement identifies a balancer's dongle.
+
+    The rules live in ``protocol.advertisement``, with the manifest's matchers.
+    """
     return classify(info.name, info.service_uuids, info.manufacturer_data)
 
 

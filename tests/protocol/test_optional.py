@@ -532,3 +532,19 @@ async def test_d2_versions_in_the_other_layout(transport: str) -> None:
         assert info.software_version == vb.software_version
         assert info.hardware_version == vb.hardware_version
         assert info.serial_number is None
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_versions_are_retried_at_the_settings_read(transport: str) -> None:
+    vb = balancer(Variant.D2, transport, quirks=Quirks(ignore_registers=[(0xA9, 0xC8)]))
+    async with rig(transport, vb) as r:
+        client = r.client(variant=Variant.D2, settings_every=1)
+        info = await client.connect()
+        assert info.software_version is None
+        assert client.unanswered == {"versions": "no answer"}
+        vb.quirks.ignore_registers.clear()
+        await client.poll()
+        await client.poll()
+        assert client.unanswered == {}
+        assert client.info is not None
+        assert client.info.software_version == vb.software_version

@@ -78,6 +78,8 @@ A5_SETTING_PARTS: dict[Setting, str] = {
     Setting.DISCHARGE_UNDERTEMPERATURE_ALARM: "temperature_thresholds",
 }
 
+VERSION_PARTS = frozenset({"versions", "software_version", "hardware_version"})
+
 MAX_REPLANS = 4
 """A live read is planned again at most this often (fallback, optional parts)."""
 
@@ -224,9 +226,7 @@ class BalancerClient:
             )
         table = MODBUS_TABLES[variant]
         board = self.address if variant is Variant.P81 else None
-        regs = await self._optional(
-            "versions", lambda: self._read_block(table, table.info_block)
-        )
+        regs = await self._optional_block(table, table.info_block, "versions")
         if regs is None:
             return DeviceInfo(variant=variant, address=board)
         info = codec.decode_modbus_info(table, board, regs)
@@ -260,6 +260,8 @@ class BalancerClient:
                 # After the live read: a device that answers it is awake, so
                 # a settings read it leaves unanswered is its own doing.
                 await self.read_settings()
+                if VERSION_PARTS & set(self.unanswered):
+                    self.info = await self._read_info(self.info.variant)
         self._polls_since_settings += 1
         assert self.reading is not None
         await self.bus.idle()
@@ -535,14 +537,13 @@ class BalancerClient:
     async def _optional_block(
         self, table: ModbusTable, block: Block, part: str
     ) -> dict[int, int] | None:
+        """Read one optional block; None (and remembered) when not answered."""
         request = codec.read_request(table.variant, self.address, block)
-        retries = 0 if part in self.unanswered else None
+        # Missed before: one try, not the bus's retries.
+        retries = {"retries": 0} if part in self.unanswered else {}
 
         async def read() -> dict[int, int]:
-            if retries is None:
-                frames = await self.bus.exchange(request)
-            else:
-                frames = await self.bus.exchange(request, retries=retries)
+            frames = await self.bus.exchange(request, **retries)
             return codec.registers_of(block, frames[0])
 
         values = await self._optional(part, read)
