@@ -34,6 +34,8 @@ from .plan import (
     split,
 )
 from .registers import (
+    A5_PARTS,
+    A5_SETTING_PARTS,
     A5_TABLE,
     D2_TABLE,
     MODBUS_TABLES,
@@ -58,25 +60,6 @@ A5_BLE_HOST = 0x80
 # the same registers and are used when the one-request read gets no answer
 # (the read-length rule of plan.fallback_limit, shared with p81).
 D2_COMPAT_BLOCKS = split(D2_TABLE.live.block, D2_TABLE.fallback_max_read)
-
-A5_PARTS: dict[int, str] = {
-    A5_TABLE.balance_settings: "balance_settings",
-    A5_TABLE.cell_thresholds: "cell_thresholds",
-    A5_TABLE.temperature_thresholds: "temperature_thresholds",
-    A5_TABLE.software_version: "software_version",
-    A5_TABLE.hardware_version: "hardware_version",
-    A5_TABLE.balancing: PART_BALANCING_CELLS,
-}
-"""Optional A5 commands and the part of the reading each one fills."""
-
-A5_SETTING_PARTS: dict[Setting, str] = {
-    Setting.BALANCE_START_VOLTAGE: "balance_settings",
-    Setting.BALANCE_DELTA_VOLTAGE: "balance_settings",
-    Setting.CELL_OVERVOLTAGE_ALARM: "cell_thresholds",
-    Setting.CELL_UNDERVOLTAGE_ALARM: "cell_thresholds",
-    Setting.DISCHARGE_OVERTEMPERATURE_ALARM: "temperature_thresholds",
-    Setting.DISCHARGE_UNDERTEMPERATURE_ALARM: "temperature_thresholds",
-}
 
 VERSION_PARTS = frozenset({"versions", "software_version", "hardware_version"})
 

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 import math
 
 from .frames import MAX_READ_REGISTERS
-from .registers import Block, LiveLayout, ModbusTable
+from .registers import (
+    PART_BALANCE_CURRENT,
+    PART_BALANCING_CELLS,
+    Block,
+    LiveLayout,
+    ModbusTable,
+)
 
 REQUEST_BYTES = 8
 """An FC03 request: address, function, start, count, CRC."""
@@ -29,8 +35,6 @@ SILENT_CHARACTERS = 7
 before its reply: no request costs less, whatever a loopback line measures."""
 
 PART_LIVE = "live"
-PART_BALANCE_CURRENT = "balance_current"
-PART_BALANCING_CELLS = "balancing_cells"
 OPTIONAL_LIVE_PARTS = (PART_BALANCE_CURRENT, PART_BALANCING_CELLS)
 """Live registers that only add detail: a device may not have them."""
 

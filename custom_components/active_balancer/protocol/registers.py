@@ -15,6 +15,10 @@ from .model import NEVER_SLEEP, Chemistry, Setting, Variant
 UNAVAILABLE = 0xFFFF
 """Register value meaning "not fitted / not supported"."""
 
+PART_BALANCE_CURRENT = "balance_current"
+PART_BALANCING_CELLS = "balancing_cells"
+"""Optional live parts (a device may not have them), by name."""
+
 
 @dataclass(frozen=True, slots=True)
 class Block:
@@ -239,3 +243,22 @@ class A5Table:
 
 
 A5_TABLE = A5Table()
+
+A5_PARTS: dict[int, str] = {
+    A5_TABLE.balance_settings: "balance_settings",
+    A5_TABLE.cell_thresholds: "cell_thresholds",
+    A5_TABLE.temperature_thresholds: "temperature_thresholds",
+    A5_TABLE.software_version: "software_version",
+    A5_TABLE.hardware_version: "hardware_version",
+    A5_TABLE.balancing: PART_BALANCING_CELLS,
+}
+"""Optional A5 commands and the part of the reading each one fills."""
+
+A5_SETTING_PARTS: dict[Setting, str] = {
+    Setting.BALANCE_START_VOLTAGE: "balance_settings",
+    Setting.BALANCE_DELTA_VOLTAGE: "balance_settings",
+    Setting.CELL_OVERVOLTAGE_ALARM: "cell_thresholds",
+    Setting.CELL_UNDERVOLTAGE_ALARM: "cell_thresholds",
+    Setting.DISCHARGE_OVERTEMPERATURE_ALARM: "temperature_thresholds",
+    Setting.DISCHARGE_UNDERTEMPERATURE_ALARM: "temperature_thresholds",
+}
