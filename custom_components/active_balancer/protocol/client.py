@@ -109,6 +109,8 @@ class BalancerClient:
         self.live_plan: tuple[Block, ...] = ()
         """The reads of one live poll (Modbus variants)."""
         self._needed: dict[int, str] = {}
+        self._verified: set[str] = set()
+        """Optional live parts the device answered since they were planned in."""
         self._planned_counts: tuple[int, int] | None = None
         self._a5_host = A5_SERIAL_HOST
         self._a5_counts = (0, 0)
@@ -326,30 +328,35 @@ class BalancerClient:
 
         A failed read longer than the app's longest is planned again in
         shorter reads (:func:`.plan.fallback_limit`). A failed read that holds
-        optional registers is planned again without them (they are marked
-        unanswered). Otherwise the failure is the poll's.
+        optional registers the device has not answered yet is planned again
+        without them (they are marked unanswered). Otherwise the failure is
+        the poll's (a dead link); optional parts of that read must then prove
+        themselves again, so a read that keeps failing drops them next time.
         """
         regs: dict[int, int] = {}
         index = 0
         restarts = 0
         while index < len(self.live_plan):
             block = self.live_plan[index]
+            parts = parts_of(block, self._needed)
+            optional = parts - {PART_LIVE}
             try:
                 regs.update(await self._read_block(table, block))
             except (BalancerTimeout, NotSupported, UnexpectedReply) as err:
-                parts = parts_of(block, self._needed)
                 shorter = fallback_limit(table, self.max_read)
+                unproven = optional - self._verified
                 if shorter is not None and block.count > shorter:
                     _LOGGER.debug("Reads of %d registers failed", block.count)
                     self.max_read = shorter
-                elif parts - {PART_LIVE}:
-                    for part in parts - {PART_LIVE}:
+                elif unproven:
+                    for part in unproven:
                         self._miss(part, _reason(err))
-                    if PART_LIVE not in parts:
+                    if PART_LIVE not in parts and unproven == optional:
                         index += 1
                         self._forget_block(block)
                         continue
                 else:
+                    self._verified -= optional
                     raise
                 restarts += 1
                 if restarts > MAX_REPLANS:  # pragma: no cover - a safety net
@@ -358,6 +365,7 @@ class BalancerClient:
                 regs = {}
                 index = 0
                 continue
+            self._verified |= optional
             index += 1
         return regs
 
@@ -387,6 +395,7 @@ class BalancerClient:
                 self._plan_again(table)
 
     def _miss(self, part: str, reason: str) -> None:
+        self._verified.discard(part)
         if part not in self.unanswered:
             _LOGGER.debug("The device did not answer %s (%s)", part, reason)
         self.unanswered[part] = reason
