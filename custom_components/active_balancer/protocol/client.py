@@ -188,6 +188,8 @@ class BalancerClient:
             raise last
         table = MODBUS_TABLES[variant]
         self.max_read = MAX_READ_REGISTERS
+        self.unanswered.clear()  # nothing learnt while probing another variant
+        self._verified.clear()
         self._planned_counts = None
         self._plan_whole_block(table)
         self.reading = await self._read_modbus_live(table)
@@ -226,7 +228,7 @@ class BalancerClient:
     # --- reading ------------------------------------------------------------
 
     async def poll(self) -> Reading:
-        """Read the live values (one request on D2/p81).
+        """Read the live values (the planned reads on D2/p81, see ``live_plan``).
 
         Settings are read again every ``settings_every`` polls and after a
         write. Connects first when needed.
