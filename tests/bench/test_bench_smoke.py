@@ -95,11 +95,15 @@ def test_ble_round_trips(report: dict[str, Any]) -> None:
 
 
 def test_bus_requests_per_cycle(report: dict[str, Any]) -> None:
-    """A bus cycle sends each balancer's planned reads, the same for each."""
+    """A bus cycle sends each balancer's planned reads (a few, never one per cell).
+
+    Each board plans with the turnaround measured when it connected, so in a
+    smoke run (115200 baud, loaded machine) boards may plan differently.
+    """
     rows = report["results"]["bus"]
     assert [row["balancers"] for row in rows] == report["config"]["bus_sizes"]
     for row in rows:
-        assert row["requests_per_cycle"] % row["balancers"] == 0
+        assert row["balancers"] <= row["requests_per_cycle"] <= 6 * row["balancers"]
 
 
 def test_home_assistant_counts(report: dict[str, Any]) -> None:
