@@ -13,6 +13,7 @@ import dataclasses
 from datetime import timedelta
 import json
 from pathlib import Path
+import re
 import socket
 import time
 from typing import Any
@@ -794,6 +795,27 @@ def test_manifest_matchers_are_the_advertisement_rules() -> None:
     )
     assert manifest["bluetooth"] == MANIFEST_MATCHERS
     assert not any("manufacturer_id" in matcher for matcher in MANIFEST_MATCHERS)
+
+
+@pytest.mark.parametrize("language", ["en", "de", "zh-Hans"])
+def test_discovery_texts_are_translated(language: str) -> None:
+    """The confirm dialogs say what was and was not probed, in every language."""
+    folder = Path(config_flow.__file__).parent
+    strings = json.loads((folder / "strings.json").read_text("utf-8"))["config"]
+    texts = json.loads(
+        (folder / "translations" / f"{language}.json").read_text("utf-8")
+    )["config"]
+    for step in ("bluetooth_confirm", "bluetooth_unprobed"):
+        for key in ("title", "description"):
+            source, text = strings["step"][step][key], texts["step"][step][key]
+            placeholders = set(re.findall(r"{(\w+)}", source))
+            assert set(re.findall(r"{(\w+)}", text)) == placeholders, step
+    assert texts["abort"]["not_supported"]
+    if language != "en":
+        assert (
+            texts["step"]["bluetooth_unprobed"]["description"]
+            != (strings["step"]["bluetooth_unprobed"]["description"])
+        )
 
 
 @pytest.mark.parametrize(
