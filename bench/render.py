@@ -40,7 +40,7 @@ def line_description(config: dict[str, Any]) -> str:
 def serial_section(rows: Sequence[dict[str, Any]], line: str) -> list[str]:
     """Part 1: the serial steady-state poll against the wire limit."""
     return [
-        f"### 1. Serial steady-state poll vs wire limit ({line})",
+        f"### 1. Serial steady-state poll vs wire limit and best plan ({line})",
         "",
         table(
             [
@@ -49,6 +49,8 @@ def serial_section(rows: Sequence[dict[str, Any]], line: str) -> list[str]:
                 "Poll (ms)",
                 "Wire limit (ms)",
                 "Ratio",
+                "Best plan (ms)",
+                "vs best plan",
                 "Requests/poll",
                 "Bytes out/in",
                 "Settings re-read (polls of N)",
@@ -60,6 +62,8 @@ def serial_section(rows: Sequence[dict[str, Any]], line: str) -> list[str]:
                     row["median_ms"],
                     row["wire_limit_ms"],
                     row["ratio"],
+                    row["best_plan_ms"],
+                    row["vs_best_plan"],
                     row["requests_per_poll"],
                     f"{row['bytes_out_per_poll']}/{row['bytes_in_per_poll']}",
                     f"{row['settings_polls']} of {row['polls']} "
@@ -251,6 +255,8 @@ def bus_section(bus: Sequence[dict[str, Any]], line: str) -> list[str]:
                 "Cycle (ms)",
                 "Sum of wire limits (ms)",
                 "Ratio",
+                "Sum of best plans (ms)",
+                "vs best plans",
                 "Requests/cycle",
                 "ms per balancer",
             ],
@@ -260,6 +266,8 @@ def bus_section(bus: Sequence[dict[str, Any]], line: str) -> list[str]:
                     row["cycle_ms"],
                     row["wire_limit_ms"],
                     row["ratio"],
+                    row["best_plan_ms"],
+                    row["vs_best_plan"],
                     row["requests_per_cycle"],
                     row["per_balancer_ms"],
                 ]

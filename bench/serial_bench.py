@@ -19,7 +19,16 @@ from typing import Any
 
 from custom_components.active_balancer.protocol import BalancerClient, Bus, Variant
 from custom_components.active_balancer.protocol.frames import A5_LENGTH
-from custom_components.active_balancer.protocol.registers import A5_TABLE
+from custom_components.active_balancer.protocol.plan import (
+    OPTIONAL_LIVE_PARTS,
+    Cost,
+    best_plan,
+    live_registers,
+)
+from custom_components.active_balancer.protocol.registers import (
+    A5_TABLE,
+    MODBUS_TABLES,
+)
 from custom_components.active_balancer.protocol.serial import SerialLink
 from custom_components.active_balancer.protocol.virtual import (
     VirtualBalancer,
@@ -74,6 +83,38 @@ def summarize(records: list[PollRecord], config: BenchConfig) -> dict[str, Any]:
     }
 
 
+def best_plan_seconds(
+    config: BenchConfig, variant: Variant, cells: int, sensors: int
+) -> tuple[float, int]:
+    """The true limit of one poll: the cheapest reads of the same information.
+
+    Modbus: the fewest wire seconds (bytes x 10 / baud + the device's
+    turnaround per read) covering the registers that carry information for
+    this device (its cells and sensors, pack voltage, counts, balancing flag,
+    alarms, balancing bits, balance current), any read length. A5: one
+    command per value group, as few frames as the counts need. Returns
+    (seconds, reads).
+    """
+    cost = Cost(config.byte_time, config.turnaround)
+    if variant is Variant.A5:
+        frames = [
+            1,  # 0x90 pack
+            -(-cells // A5_TABLE.cells_per_frame),  # 0x95
+            -(-sensors // A5_TABLE.temperatures_per_frame) if sensors else 0,
+            1,  # 0x97 balancing bits
+            1,  # 0x98 alarms
+        ]
+        reads = [n for n in frames if n]
+        seconds = sum(
+            (1 + n) * A5_LENGTH * config.byte_time + config.turnaround for n in reads
+        )
+        return seconds, len(reads)
+    table = MODBUS_TABLES[variant]
+    needed = live_registers(table.live, cells, sensors, OPTIONAL_LIVE_PARTS)
+    plan = best_plan(needed, cost)
+    return cost.plan(plan), len(plan)
+
+
 async def _polls(client: BalancerClient, rounds: int) -> list[PollRecord]:
     records = []
     for _ in range(rounds):
@@ -111,7 +152,13 @@ async def serial_poll(
             records = await _polls(client, config.rounds)
         finally:
             await client.close()
-    return {"variant": variant.value, "cells": cells} | summarize(records, config)
+    summary = summarize(records, config)
+    best, reads = best_plan_seconds(config, variant, cells, len(TEMPERATURES))
+    summary["best_plan_ms"] = ms(best)
+    summary["best_plan_reads"] = reads
+    summary["vs_best_plan"] = round(summary["median_ms"] / 1000 / best, 3)
+    summary["plan"] = [[block.start, block.count] for block in client.live_plan]
+    return {"variant": variant.value, "cells": cells} | summary
 
 
 async def serial_polls(config: BenchConfig) -> list[dict[str, Any]]:
@@ -250,7 +297,12 @@ async def bus_cycle(config: BenchConfig, size: int) -> dict[str, Any]:
         finally:
             await bus.close()
     summary = summarize(records, config)
+    best, _ = best_plan_seconds(
+        config, Variant.P81, config.bus_cells, len(TEMPERATURES)
+    )
     return {
+        "best_plan_ms": ms(best * size),
+        "vs_best_plan": round(summary["median_ms"] / 1000 / (best * size), 3),
         "balancers": size,
         "cells": config.bus_cells,
         "cycle_ms": summary["median_ms"],

@@ -70,6 +70,7 @@ from .protocol import (
     UnexpectedReply,
     Variant,
 )
+from .protocol.advertisement import Identity, classify
 from .protocol.serial import check_port
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,10 +79,13 @@ MANUAL_PORT = "manual"
 BAUDRATES = ["1200", "2400", "4800", "9600", "19200", "38400", "57600", "115200"]
 PROTOCOLS = [PROTOCOL_AUTO, *(variant.value for variant in Variant)]
 
-NAME_PREFIXES = ("DL-", "JHB-")
-MANUFACTURER_IDS = frozenset({0x0102, 0x0104, 0x0106, 0x0302, 0x0303, 0x0402})
-MANUFACTURER_TAGS = (b"DL", b"JHB", b"DL\x00", b"JHB\x00")
-SERVICE_UUID = "0000fff0-0000-1000-8000-00805f9b34fb"
+
+def identify(info: BluetoothServiceInfoBleak) -> Identity:
+    """How well an advertisement identifies a balancer's dongle.
+
+    The rules live in ``protocol.advertisement``, with the manifest's matchers.
+    """
+    return classify(info.name, info.service_uuids, info.manufacturer_data)
 
 
 def looks_like_balancer(info: BluetoothServiceInfoBleak) -> bool:
@@ -89,12 +93,7 @@ def looks_like_balancer(info: BluetoothServiceInfoBleak) -> bool:
 
     Only a protocol probe decides; this keeps unrelated devices off the list.
     """
-    if (info.name or "").upper().startswith(NAME_PREFIXES):
-        return True
-    for company, payload in info.manufacturer_data.items():
-        if company in MANUFACTURER_IDS or payload.endswith(MANUFACTURER_TAGS):
-            return True
-    return SERVICE_UUID in info.service_uuids
+    return identify(info) is not Identity.FOREIGN
 
 
 class ProbeError(Exception):
@@ -169,17 +168,23 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_bluetooth(
         self, discovery_info: BluetoothServiceInfoBleak
     ) -> ConfigFlowResult:
-        """A balancer's dongle was discovered."""
+        """A device that may be a balancer's dongle was discovered."""
         await self.async_set_unique_id(discovery_info.address)
         self._abort_if_unique_id_configured()
+        identity = identify(discovery_info)
+        if identity is Identity.FOREIGN:
+            # Not ours by any rule: never connected to, never offered.
+            return self.async_abort(reason="not_supported")
         self._discovery = discovery_info
         self.context["title_placeholders"] = {"name": discovery_info.name}
-        return await self.async_step_bluetooth_confirm()
+        if identity is Identity.IDENTIFIED:
+            return await self.async_step_bluetooth_confirm()
+        return await self.async_step_bluetooth_unprobed()
 
     async def async_step_bluetooth_confirm(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Probe the discovered device, then ask for confirmation."""
+        """Our name and service: probe (read only), then ask for confirmation."""
         assert self._discovery is not None
         data = {CONF_TRANSPORT: TRANSPORT_BLE, CONF_ADDRESS: self._discovery.address}
         if self._info is None:
@@ -198,6 +203,34 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         return self.async_show_form(
             step_id="bluetooth_confirm",
             description_placeholders=self._placeholders(self._discovery.name),
+        )
+
+    async def async_step_bluetooth_unprobed(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Not identified by name and service: ask before anything is sent."""
+        assert self._discovery is not None
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            try:
+                self._info, self._cells = await self._probe(
+                    {
+                        CONF_TRANSPORT: TRANSPORT_BLE,
+                        CONF_ADDRESS: self._discovery.address,
+                    }
+                )
+            except ProbeError as err:
+                errors["base"] = err.reason
+            else:
+                return self._create_ble_entry(self._discovery)
+        self._set_confirm_only()
+        return self.async_show_form(
+            step_id="bluetooth_unprobed",
+            description_placeholders={
+                "name": self._discovery.name,
+                "address": self._discovery.address,
+            },
+            errors=errors,
         )
 
     def _create_ble_entry(self, info: BluetoothServiceInfoBleak) -> ConfigFlowResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 import logging
@@ -73,6 +73,9 @@ class BalancerData:
     """Share of the last polls that succeeded, in percent."""
     rssi: int | None = None
     """Signal strength of the last advertisement (Bluetooth only)."""
+    unanswered: dict[str, str] = field(default_factory=dict)
+    """Optional parts the device did not answer (their entities are
+    unavailable), with why."""
 
 
 class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
@@ -238,6 +241,7 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             settings=self.client.settings,
             link_quality=self.link_quality,
             rssi=self.rssi,
+            unanswered=dict(self.client.unanswered),
         )
         self._check_repairs(data)
         return data
@@ -277,7 +281,11 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             ) from err
         if self.data is not None:
             self.async_set_updated_data(
-                dataclasses.replace(self.data, settings=self.client.settings)
+                dataclasses.replace(
+                    self.data,
+                    settings=self.client.settings,
+                    unanswered=dict(self.client.unanswered),
+                )
             )
 
     # --- repairs --------------------------------------------------------------
@@ -292,7 +300,8 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         outside = [
             str(number)
             for number, volts in enumerate(reading.cell_voltages, start=1)
-            if not low <= volts <= high
+            # A value the device cannot report (None) is implausible too.
+            if volts is None or not low <= volts <= high
         ]
         self._implausible_polls = self._implausible_polls + 1 if outside else 0
         self._issue(

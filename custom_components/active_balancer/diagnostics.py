@@ -52,6 +52,18 @@ async def async_get_config_entry_diagnostics(
         },
         "settings": _plain(data.settings),
         "writable_settings": sorted(client.writable_settings()),
+        # What the device did not answer (those entities are unavailable).
+        "unanswered": dict(client.unanswered),
+        "read_plan": {
+            "live_reads": [
+                {"start": block.start, "count": block.count}
+                for block in client.live_plan
+            ],
+            "max_read": client.max_read,
+            "turnaround_ms": None
+            if client.bus.turnaround is None
+            else round(client.bus.turnaround * 1000, 1),
+        },
         "link": {
             "kind": client.bus.link.kind.value,
             "keep_open": client.bus.keep_open,

@@ -22,6 +22,9 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
     # Measurements are written first in every update, everything else
     # (alarms, states, settings) after them: see the coordinator.
     is_measurement = False
+    _part: str | None = None
+    """The optional part of the device's answers this entity shows: while
+    the device does not answer it, the entity is unavailable."""
 
     def __init__(
         self,
@@ -35,6 +38,14 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
         self._attr_unique_id = f"{entry.unique_id}-{description.key}"
         self._attr_device_info = coordinator.device_info
         self._written: Any = None
+
+    @property
+    def available(self) -> bool:
+        """Unavailable with the link, or while the device leaves its part out."""
+        if not super().available:
+            return False
+        data = self.coordinator.data
+        return self._part is None or self._part not in data.unanswered
 
     def _shown(self) -> Any:
         """What the entity shows; compared to decide whether to write state."""

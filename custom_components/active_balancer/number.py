@@ -21,6 +21,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import BalancerConfigEntry
+from .coordinator import BalancerCoordinator
 from .entity import BalancerEntity
 from .protocol import Setting
 from .protocol.rules import RULES
@@ -111,6 +112,13 @@ class BalancerNumber(BalancerEntity, NumberEntity):
     """A writable setting."""
 
     entity_description: BalancerNumberDescription
+
+    def __init__(
+        self, coordinator: BalancerCoordinator, description: BalancerNumberDescription
+    ) -> None:
+        """Create the number; unavailable while its settings part is unanswered."""
+        super().__init__(coordinator, description)
+        self._part = coordinator.client.setting_part(description.setting)
 
     @property
     def native_value(self) -> float | None:

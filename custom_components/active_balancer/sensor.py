@@ -24,8 +24,10 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from . import BalancerConfigEntry
-from .coordinator import BalancerData
+from .coordinator import BalancerCoordinator, BalancerData
 from .entity import BalancerEntity
+from .protocol import Variant
+from .protocol.plan import PART_BALANCE_CURRENT, PART_BALANCING_CELLS
 
 PARALLEL_UPDATES = 0
 
@@ -36,6 +38,8 @@ class BalancerSensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[BalancerData], StateType]
     exists_fn: Callable[[BalancerData], bool] = lambda _: True
+    part: str | None = None
+    """Optional part of the device's answers the value comes from."""
 
 
 def _voltage(
@@ -84,13 +88,16 @@ SENSORS: tuple[BalancerSensorDescription, ...] = (
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
         suggested_display_precision=3,
         value_fn=lambda d: d.reading.balance_current,
-        exists_fn=lambda d: d.reading.balance_current is not None,
+        # A5 has no balance current; elsewhere it is optional (unavailable
+        # while the device does not answer it).
+        exists_fn=lambda d: d.info.variant is not Variant.A5,
+        part=PART_BALANCE_CURRENT,
     ),
     BalancerSensorDescription(
         key="balancing_cells",
         translation_key="balancing_cells",
         value_fn=lambda d: _cell_list(d.reading.balancing_cells),
-        exists_fn=lambda d: d.reading.balancing_cells is not None,
+        part=PART_BALANCING_CELLS,
     ),
     BalancerSensorDescription(
         key="link_quality",
@@ -179,6 +186,13 @@ class BalancerSensor(BalancerEntity, SensorEntity):
 
     entity_description: BalancerSensorDescription
     is_measurement = True
+
+    def __init__(
+        self, coordinator: BalancerCoordinator, description: BalancerSensorDescription
+    ) -> None:
+        """Create the sensor; its part comes from the description."""
+        super().__init__(coordinator, description)
+        self._part = description.part
 
     @property
     def native_value(self) -> StateType:

@@ -43,6 +43,13 @@ async def async_setup_entry(
 class BalancerSwitch(BalancerEntity, SwitchEntity):
     """Switches balancing on or off (the green LED)."""
 
+    def __init__(
+        self, coordinator: BalancerCoordinator, description: SwitchEntityDescription
+    ) -> None:
+        """Create the switch; unavailable while its register is unanswered."""
+        super().__init__(coordinator, description)
+        self._part = coordinator.client.setting_part(Setting.BALANCER_ENABLED)
+
     @property
     def is_on(self) -> bool | None:
         """Whether balancing is enabled."""
@@ -66,8 +73,9 @@ class SleepSwitch(BalancerEntity, SwitchEntity):
     def __init__(
         self, coordinator: BalancerCoordinator, description: SwitchEntityDescription
     ) -> None:
-        """Create the switch."""
+        """Create the switch; unavailable while its register is unanswered."""
         super().__init__(coordinator, description)
+        self._part = coordinator.client.setting_part(Setting.SLEEP_TIME)
         self._last_sleep_time = DEFAULT_SLEEP_TIME
 
     @property

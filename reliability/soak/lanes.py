@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Sequence
 import random
 import time
+from typing import Any
 
 from custom_components.active_balancer.protocol import Bus, Setting, Settings, Variant
 from custom_components.active_balancer.protocol.codec import Request
@@ -334,9 +335,9 @@ def tap_bus(bus: Bus, lane: Lane) -> None:
     """Check every answer the bus hands out against what the device sent."""
     exchange = bus.exchange
 
-    async def tapped(request: Request) -> list[Frame]:
+    async def tapped(request: Request, **kwargs: Any) -> list[Frame]:
         epoch = lane.balancer.write_epoch
-        frames = await exchange(request)
+        frames = await exchange(request, **kwargs)
         for frame in frames:
             problem = lane.balancer.check_reply(request, frame, epoch)
             if problem == "stale":

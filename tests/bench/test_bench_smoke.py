@@ -56,25 +56,25 @@ def test_report_shape(report: dict[str, Any]) -> None:
 
 
 def test_serial_requests_per_poll(report: dict[str, Any]) -> None:
-    """One request per steady-state poll on D2 and p81; settings not re-read."""
+    """The planned reads per steady-state poll on D2 and p81; settings not re-read."""
     rows = report["results"]["serial"]
     cells = report["config"]["cell_counts"]
     assert sorted({(row["variant"], row["cells"]) for row in rows}) == sorted(
         (variant, count) for variant in ("d2", "p81", "a5") for count in cells
     )
-    expected = {
-        # variant: (requests, bytes out, bytes in) per steady-state poll
-        "d2": (1, 8, 5 + 2 * 0x41),
-        "p81": (1, 8, 5 + 2 * 0x6A),
-        "a5": (5, 5 * 13, None),
-    }
     for row in rows:
-        requests, out, received = expected[row["variant"]]
-        assert row["requests_per_poll"] == requests, row
-        assert row["bytes_out_per_poll"] == out, row
-        if received is not None:
-            assert row["bytes_in_per_poll"] == received, row
+        if row["variant"] == "a5":
+            assert row["requests_per_poll"] == 5, row
+            assert row["bytes_out_per_poll"] == 5 * 13, row
+        else:
+            plan = row["plan"]
+            assert row["requests_per_poll"] == len(plan), row
+            assert row["requests_per_poll"] <= row["best_plan_reads"], row
+            assert row["bytes_out_per_poll"] == 8 * len(plan), row
+            assert row["bytes_in_per_poll"] == sum(5 + 2 * n for _, n in plan), row
         assert row["steady_polls"] == row["polls"], row  # no settings re-read
+    d2 = {row["cells"]: row for row in rows if row["variant"] == "d2"}
+    assert d2[max(d2)]["requests_per_poll"] == 1  # 24S: one read stays cheapest
     a5 = {row["cells"]: row for row in rows if row["variant"] == "a5"}
     for count, row in a5.items():
         # pack, cells (3 a frame), temperatures, balancing, alarms
@@ -95,11 +95,15 @@ def test_ble_round_trips(report: dict[str, Any]) -> None:
 
 
 def test_bus_requests_per_cycle(report: dict[str, Any]) -> None:
-    """A bus cycle sends exactly one request per balancer."""
+    """A bus cycle sends each balancer's planned reads (a few, never one per cell).
+
+    Each board plans with the turnaround measured when it connected, so in a
+    smoke run (115200 baud, loaded machine) boards may plan differently.
+    """
     rows = report["results"]["bus"]
     assert [row["balancers"] for row in rows] == report["config"]["bus_sizes"]
     for row in rows:
-        assert row["requests_per_cycle"] == row["balancers"]
+        assert row["balancers"] <= row["requests_per_cycle"] <= 6 * row["balancers"]
 
 
 def test_home_assistant_counts(report: dict[str, Any]) -> None:

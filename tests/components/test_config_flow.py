@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Iterator
 import contextlib
 import dataclasses
 from datetime import timedelta
+import json
+from pathlib import Path
+import re
 import socket
 import time
 from typing import Any
@@ -36,6 +39,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 import serialx
 
+from custom_components.active_balancer import config_flow
 from custom_components.active_balancer.connection import BUSES
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
@@ -57,6 +61,11 @@ from custom_components.active_balancer.protocol import (
     ble,
     link,
     serial,
+)
+from custom_components.active_balancer.protocol.advertisement import (
+    MANIFEST_MATCHERS,
+    Identity,
+    classify,
 )
 from custom_components.active_balancer.protocol.crc import append_crc
 from custom_components.active_balancer.protocol.frames import (
@@ -102,7 +111,8 @@ class Misbehaving(VirtualBalancer):
 
     * ``zero_cells``: the cell count register reads 0;
     * ``refuse_settings``: reads from 0x80 on get a Modbus exception;
-    * ``corrupt_settings``: replies to reads from 0x80 on have a bad CRC.
+    * ``corrupt_settings``: replies to reads from 0x80 on have a bad CRC;
+    * ``corrupt_later``: every reply after the first has a bad CRC.
     """
 
     fault: str | None = None
@@ -124,10 +134,9 @@ class Misbehaving(VirtualBalancer):
     def answer(self, request: bytes | bytearray) -> Reply | None:
         """Flip the CRC of settings replies for ``corrupt_settings``."""
         reply = super().answer(request)
-        if (
-            reply is not None
-            and self.fault == "corrupt_settings"
-            and reads_settings(bytes(request))
+        if reply is not None and (
+            (self.fault == "corrupt_settings" and reads_settings(bytes(request)))
+            or (self.fault == "corrupt_later" and self.replies > 1)
         ):
             data = bytearray(reply.data)
             data[-1] ^= 0xFF
@@ -556,7 +565,6 @@ async def test_serial_no_response(
     ("fault", "protocol"),
     [
         ("zero_cells", "d2"),
-        ("refuse_settings", "auto"),
         ("corrupt_everything", "d2"),
     ],
 )
@@ -587,10 +595,30 @@ async def test_serial_not_a_balancer(
         assert await hass.config_entries.async_unload(result["result"].entry_id)
 
 
+@pytest.mark.parametrize("fault", ["refuse_settings", "corrupt_settings"])
+async def test_serial_settings_unanswered_still_adds_the_balancer(
+    hass: HomeAssistant, fault: str
+) -> None:
+    """Settings are optional: a balancer whose settings reads fail is added."""
+    device = Misbehaving(16, variants=(Variant.D2,))
+    device.fault = fault
+    async with await serve_tcp(device) as server:
+        result = await start_manual(hass)
+        with quick_serial_timeout():
+            result = await submit(hass, result, port=server.url)
+        assert result["type"] is FlowResultType.CREATE_ENTRY
+        assert result["data"][CONF_VARIANT] == "d2"
+        await hass.async_block_till_done()
+        coordinator = result["result"].runtime_data
+        assert "settings" in coordinator.client.unanswered
+        assert coordinator.data.settings.balance_delta_voltage is None
+        assert await hass.config_entries.async_unload(result["result"].entry_id)
+
+
 async def test_serial_line_fails_after_detection(hass: HomeAssistant) -> None:
     """A balancer is detected, then its replies arrive corrupt: cannot_connect."""
-    device = Misbehaving(16, variants=(Variant.D2,))
-    device.fault = "corrupt_settings"
+    device = Misbehaving(16, variants=(Variant.A5,))
+    device.fault = "corrupt_later"
     async with await serve_tcp(device) as server:
         result = await start_manual(hass)
         with quick_serial_timeout():
@@ -753,11 +781,136 @@ async def test_p81_two_balancers_on_one_bus(hass: HomeAssistant) -> None:
 # --- Bluetooth discovery ------------------------------------------------------------
 
 
+def identified(
+    address: str = BLE_ADDRESS, name: str = BLE_NAME
+) -> BluetoothServiceInfoBleak:
+    """A dongle's advertisement with our name and the UART-bridge service."""
+    return service_info(address, name, service_uuids=[SERVICE_UUID])
+
+
+def test_manifest_matchers_are_the_advertisement_rules() -> None:
+    """manifest.json matches exactly what protocol.advertisement says."""
+    manifest = json.loads(
+        (Path(config_flow.__file__).parent / "manifest.json").read_text("utf-8")
+    )
+    assert manifest["bluetooth"] == MANIFEST_MATCHERS
+    assert not any("manufacturer_id" in matcher for matcher in MANIFEST_MATCHERS)
+
+
+@pytest.mark.parametrize("language", ["en", "de", "zh-Hans"])
+def test_discovery_texts_are_translated(language: str) -> None:
+    """The confirm dialogs say what was and was not probed, in every language."""
+    folder = Path(config_flow.__file__).parent
+    strings = json.loads((folder / "strings.json").read_text("utf-8"))["config"]
+    texts = json.loads(
+        (folder / "translations" / f"{language}.json").read_text("utf-8")
+    )["config"]
+    for step in ("bluetooth_confirm", "bluetooth_unprobed"):
+        for key in ("title", "description"):
+            source, text = strings["step"][step][key], texts["step"][step][key]
+            placeholders = set(re.findall(r"{(\w+)}", source))
+            assert set(re.findall(r"{(\w+)}", text)) == placeholders, step
+    assert texts["abort"]["not_supported"]
+    if language != "en":
+        assert (
+            texts["step"]["bluetooth_unprobed"]["description"]
+            != (strings["step"]["bluetooth_unprobed"]["description"])
+        )
+
+
+@pytest.mark.parametrize(
+    ("name", "uuids", "data", "identity"),
+    [
+        ("DL-40D63C3223A2", [SERVICE_UUID], {}, Identity.IDENTIFIED),
+        ("jhb-501901019e89", [SERVICE_UUID.upper()], {}, Identity.IDENTIFIED),
+        ("DL-D018050114B6", [], {}, Identity.POSSIBLE),
+        ("Akku-2", [SERVICE_UUID], {}, Identity.POSSIBLE),
+        (
+            "Randomname",
+            [],
+            {0x0104: bytes.fromhex("0150181201a3b34a4842")},
+            Identity.POSSIBLE,
+        ),
+        (None, [], {258: b"\x01\x02\x03"}, Identity.FOREIGN),
+        ("Keiser M3", [], {258: b"\x04"}, Identity.FOREIGN),
+        ("Thermometer", ["0000180f-0000-1000-8000-00805f9b34fb"], {}, Identity.FOREIGN),
+    ],
+)
+def test_advertisement_rules(
+    name: str | None, uuids: list[str], data: dict[int, bytes], identity: Identity
+) -> None:
+    assert classify(name, uuids, data) is identity
+
+
+async def test_bluetooth_foreign_manufacturer_id_starts_no_flow(
+    hass: HomeAssistant, connector: FakeConnector
+) -> None:
+    """Manufacturer ID 258 (Keiser) and no DL-/JHB- name: no flow, no connection."""
+    keiser = service_info(
+        "C0:FF:EE:00:01:02", "", manufacturer_data={258: b"\x06\x00\x10\x20"}
+    )
+    await inject(hass, keiser)
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
+    assert connector.attempts == 0
+    # Even when a flow is started for it, nothing connects to it.
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=keiser
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "not_supported"
+    assert connector.attempts == 0
+    # The same scanner does start a flow for a dongle's name (control).
+    await inject(hass, service_info())
+    assert len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
+    assert connector.attempts == 0
+
+
+async def test_bluetooth_name_only_asks_before_connecting(
+    hass: HomeAssistant, connector: FakeConnector, balancer: VirtualBalancer
+) -> None:
+    """A DL- name without the service: asked first, probed only on submit."""
+    await inject(hass, service_info())
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert len(flows) == 1
+    assert flows[0]["step_id"] == "bluetooth_unprobed"
+    assert connector.attempts == 0
+    assert balancer.requests == 0
+
+    balancer.faults = Faults(silent=True)
+    result = await hass.config_entries.flow.async_configure(flows[0]["flow_id"], {})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "bluetooth_unprobed"
+    assert result["errors"] == {"base": "no_response"}
+    assert result["description_placeholders"] == {
+        "name": BLE_NAME,
+        "address": BLE_ADDRESS,
+    }
+    balancer.faults.clear()
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["data"][CONF_VARIANT] == "d2"
+    assert result["title"] == BLE_NAME
+
+
+async def test_bluetooth_service_only_asks_before_connecting(
+    hass: HomeAssistant, connector: FakeConnector
+) -> None:
+    """The fff0 service under another name: asked first as well."""
+    info = service_info(name="Akku-2", service_uuids=[SERVICE_UUID])
+    await inject(hass, info, discover=False)
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=info
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "bluetooth_unprobed"
+    assert connector.attempts == 0
+
+
 async def test_bluetooth_discovery_creates_entry(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
-    """A DL- advertisement starts a flow that probes, asks, and creates."""
-    await inject(hass, service_info())
+    """A DL- name with the fff0 service: the flow probes, asks, and creates."""
+    await inject(hass, identified())
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert len(flows) == 1
     flow = flows[0]
@@ -786,7 +939,7 @@ async def test_bluetooth_confirm_form(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """The confirmation shows what the probe found."""
-    info = service_info()
+    info = identified()
     await inject(hass, info, discover=False)
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=info
@@ -810,7 +963,7 @@ async def test_bluetooth_discovery_not_a_balancer(
 ) -> None:
     """A dongle whose balancer does not answer: the discovery is dropped."""
     balancer.faults = Faults(silent=True)
-    info = service_info()
+    info = identified()
     await inject(hass, info, discover=False)
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=info
@@ -825,7 +978,7 @@ async def test_bluetooth_discovery_connect_fails(
 ) -> None:
     """The dongle is seen but refuses every connection."""
     connector.fail = 1000
-    info = service_info()
+    info = identified()
     await inject(hass, info, discover=False)
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=info
@@ -841,7 +994,7 @@ async def test_bluetooth_discovery_out_of_range(
 ) -> None:
     """No adapter or proxy can reach the device any more."""
     result = await hass.config_entries.flow.async_init(
-        DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=service_info()
+        DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=identified()
     )
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "cannot_connect"
@@ -853,7 +1006,7 @@ async def test_bluetooth_discovery_already_configured(
 ) -> None:
     """A configured dongle is not offered again."""
     ble_config_entry().add_to_hass(hass)
-    info = service_info()
+    info = identified()
     await inject(hass, info, discover=False)
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=info
@@ -875,7 +1028,7 @@ def listed() -> dict[str, BluetoothServiceInfoBleak]:
         "AA:00:00:00:00:01": service_info("AA:00:00:00:00:01", "DL-0001"),
         "AA:00:00:00:00:02": service_info("AA:00:00:00:00:02", "jhb-0002"),
         "AA:00:00:00:00:03": service_info(
-            "AA:00:00:00:00:03", "Renamed", manufacturer_data={0x0102: b"\x01\x02"}
+            "AA:00:00:00:00:03", "Renamed", manufacturer_data={0x0102: b"\x01DL"}
         ),
         "AA:00:00:00:00:04": service_info(
             "AA:00:00:00:00:04", "Tagged", manufacturer_data={0x0A0B: b"\x10\x20DL"}
@@ -898,6 +1051,10 @@ def not_listed() -> list[BluetoothServiceInfoBleak]:
             "Thermometer",
             manufacturer_data={0x0059: b"\x01\x02"},
             service_uuids=["0000180f-0000-1000-8000-00805f9b34fb"],
+        ),
+        # A foreign company ID the old matchers took for a dongle.
+        service_info(
+            "BB:00:00:00:00:04", "Keiser", manufacturer_data={0x0102: b"\x01\x02"}
         ),
         service_info("BB:00:00:00:00:02", "DL-PASSIVE", connectable=False),
         service_info("BB:00:00:00:00:03", "DL-CONFIGURED"),

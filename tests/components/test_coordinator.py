@@ -195,7 +195,9 @@ async def test_poll_without_change_writes_no_state(
         await async_next_poll(hass)
         await async_next_poll(hass)
 
-    assert balancer.requests == polls + 2  # two polls, one request each
+    # Two polls, each the planned live reads only (no settings).
+    plan = entry.runtime_data.client.live_plan
+    assert balancer.requests == polls + 2 * len(plan)
     assert write.call_count == 0
     assert events == []
 

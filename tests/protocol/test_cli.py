@@ -38,6 +38,7 @@ from custom_components.active_balancer.protocol.model import (
 from custom_components.active_balancer.protocol.serial import SerialLink
 from custom_components.active_balancer.protocol.virtual import (
     Faults,
+    Quirks,
     VirtualBalancer,
     fake_connector,
     serve_pty,
@@ -212,6 +213,39 @@ def test_read_over_pty(capsys: pytest.CaptureFixture[str], served: Served) -> No
     data = json.loads(out)
     assert data["cell_count"] == 8
     assert data["settings"]["chemistry"] == "nmc"
+
+
+@pytest.mark.parametrize("serve", [serve_tcp, serve_pty], ids=["tcp", "pty"])
+def test_read_a5_without_settings_commands(
+    capsys: pytest.CaptureFixture[str], served: Served, serve: Any
+) -> None:
+    """``read --protocol a5 --json`` from a device that never answers 0x59,
+    0x5C or 0x5F: the live values, with the settings marked unknown."""
+    port, balancer = served.start(
+        serve,
+        cells=16,  # the captured pack: 5 mV spread, no balancing
+        variants=(Variant.A5,),
+        quirks=Quirks(ignore_commands={0x59, 0x5C, 0x5F}),
+    )
+    code, out, err = _run(
+        capsys, "read", "--port", port, "--protocol", "a5", "--json", "--timeout", "0.1"
+    )
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["cell_voltages"] == balancer.cell_voltages
+    assert data["pack_voltage"] == pytest.approx(sum(balancer.cell_voltages), abs=0.11)
+    assert data["settings"]["balance_delta_voltage"] is None
+    assert data["settings"]["cell_count"] == 16
+    assert data["unanswered"] == {
+        "balance_settings": "no answer",
+        "cell_thresholds": "no answer",
+        "temperature_thresholds": "no answer",
+    }
+    assert "balance_start_voltage" in data["settings_unknown"]
+    assert "cell_count" not in data["settings_unknown"]
+    code, out, _ = _run(capsys, "read", "--port", port, "--protocol", "a5")
+    assert code == 0
+    assert "Not answered by the device (unknown): balance_settings" in out
 
 
 def test_read_nothing_listening(

@@ -299,6 +299,14 @@ async def test_a5_reply_frames_in_one_chunk() -> None:
 # --- a reply after its timeout ------------------------------------------------
 
 
+def planned_live_request(
+    client: BalancerClient, register: int = D2_TABLE.live.balancing
+) -> bytes:
+    """The steady-state live read that carries *register* (the balancing flag)."""
+    block = next(b for b in client.live_plan if register in b)
+    return read_request(Variant.D2, 1, block).frame
+
+
 async def test_late_live_reply_not_taken_after_a_write(
     scripted: tuple[Scripted, VirtualServer],
 ) -> None:
@@ -314,7 +322,7 @@ async def test_late_live_reply_not_taken_after_a_write(
         await client.connect()
         assert client.reading is not None
         assert client.reading.balancing
-        live = read_request(Variant.D2, 1, D2_TABLE.live.block).frame
+        live = planned_live_request(client)
         # try 1 arrives 1.0 s late; the retry at once; poll 2 after 0.47 s.
         balancer.delays[live] = [1.0, 0.0, 0.47]
         started = time.monotonic()
@@ -360,7 +368,8 @@ async def test_late_reply_while_idle_is_dropped(
     client = client_for(server.url, base_timeout=0.1, late_window=0.5)
     try:
         await client.connect()
-        live = read_request(Variant.D2, 1, D2_TABLE.live.block).frame
+        # The read of the cells (required registers only: the poll fails).
+        live = planned_live_request(client, D2_TABLE.live.cells)
         balancer.delays[live] = [0.9, 0.9, 0.9]  # after all three tries
         with pytest.raises(BalancerTimeout):
             await client.poll()

@@ -1,6 +1,7 @@
 """Bluetooth LE transport: the HLK-B40 UART bridge in the balancer's UART port.
 
-Responses arrive as notifications on ``fff1``; requests are written to
+The service is ``advertisement.SERVICE_UUID`` (fff0). Responses arrive as
+notifications on ``fff1``; requests are written to
 ``fff2`` without response. The caller hands in the ``BLEDevice`` (from Home
 Assistant's Bluetooth stack, so ESPHome proxies work) and may replace it when a
 better adapter or proxy sees the device.
@@ -21,7 +22,6 @@ from .link import DataCallback, LinkKind, LostCallback
 
 _LOGGER = logging.getLogger(__name__)
 
-SERVICE_UUID = "0000fff0-0000-1000-8000-00805f9b34fb"
 NOTIFY_UUID = "0000fff1-0000-1000-8000-00805f9b34fb"
 WRITE_UUID = "0000fff2-0000-1000-8000-00805f9b34fb"
 BRIDGE_BYTE_TIME = 10 / 9600

@@ -436,6 +436,49 @@ def _add_simulate(commands: Any) -> None:
         help="a disconnect fault sends half a reply before dropping the link",
     )
     faults.add_argument("--seed", type=int, help="random seed for the faults")
+    quirks = sim.add_argument_group("firmware quirks")
+    quirks.add_argument(
+        "--ignore-command",
+        type=_command,
+        action="append",
+        default=[],
+        metavar="CMD",
+        help="A5 command never answered, e.g. 0x59 (repeatable)",
+    )
+    quirks.add_argument(
+        "--ignore-registers",
+        type=_register_range,
+        action="append",
+        default=[],
+        metavar="FIRST-LAST",
+        help="Modbus reads touching this range get no answer, e.g. 0x3E-0x40",
+    )
+    quirks.add_argument(
+        "--max-read",
+        type=_positive_int,
+        metavar="N",
+        help="refuse Modbus reads of more than N registers",
+    )
+
+
+def _command(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0xFF:  # noqa: PLR2004
+        msg = f"an A5 command is 0x00..0xFF, not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _register_range(text: str) -> tuple[int, int]:
+    from .virtual.quirks import parse_range  # noqa: PLC0415
+
+    try:
+        return parse_range(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 # --- entry points -------------------------------------------------------------
@@ -573,17 +616,30 @@ async def cmd_read(args: argparse.Namespace) -> int:
         settings = client.settings
     finally:
         await client.close()
+    unanswered = dict(client.unanswered)
+    unknown = sorted(
+        setting.value
+        for setting in Setting
+        if client.setting_part(setting) in unanswered
+    )
     if args.json:
-        _print_json(full_json(info, reading, settings, _where(args)))
+        result = full_json(info, reading, settings, _where(args))
+        result["unanswered"] = unanswered
+        result["settings_unknown"] = unknown
+        _print_json(result)
     else:
-        print(format_full(info, reading, settings, _where(args)), flush=True)
+        text = format_full(info, reading, settings, _where(args))
+        if unanswered:
+            parts = ", ".join(f"{part} ({why})" for part, why in unanswered.items())
+            text += f"\n\nNot answered by the device (unknown): {parts}"
+        print(text, flush=True)
     return EXIT_OK
 
 
 def full_json(
     info: DeviceInfo, reading: Reading, settings: Settings, where: str | None = None
 ) -> dict[str, Any]:
-    """The ``read --json`` object."""
+    """The ``read --json`` object (``cmd_read`` adds what was not answered)."""
     result: dict[str, Any] = {"protocol": info.variant.value}
     if where is not None:
         result["port"] = where
@@ -613,6 +669,7 @@ def reading_json(reading: Reading) -> dict[str, Any]:
         "balance_current": reading.balance_current,
         "alarms": reading.alarms.names,
         "alarm_mask": reading.alarms.raw,
+        "implausible": dict(reading.implausible),
     }
 
 
@@ -674,7 +731,7 @@ def format_reading(reading: Reading) -> str:
         row = []
         for number in range(start + 1, min(start + per_row, len(cells)) + 1):
             flag = "*" if number in marks else " "
-            row.append(f"{number:>3}{flag} {cells[number - 1]:.3f} V")
+            row.append(f"{number:>3}{flag} {_volts(cells[number - 1])}")
         lines.append("  ".join(row))
     temps = ", ".join(
         "not fitted" if t is None else f"{t:.1f} °C" for t in reading.temperatures
@@ -934,7 +991,12 @@ async def cmd_simulate(
     args: argparse.Namespace, stop: asyncio.Event | None = None
 ) -> int:
     """``simulate``: serve virtual balancers until SIGINT/SIGTERM (or *stop*)."""
-    from .virtual import VirtualBalancer, serve_pty, serve_tcp  # noqa: PLC0415
+    from .virtual import (  # noqa: PLC0415
+        Quirks,
+        VirtualBalancer,
+        serve_pty,
+        serve_tcp,
+    )
 
     if len(set(args.address)) != len(args.address):
         msg = "--address: each balancer on the bus needs its own board number"
@@ -949,6 +1011,11 @@ async def cmd_simulate(
         else unbalanced_voltages(args.cells, chemistry, args.unbalanced)
     )
     faults = _faults(args)
+    quirks = Quirks(
+        ignore_commands=set(args.ignore_command),
+        ignore_registers=list(args.ignore_registers),
+        max_read=args.max_read,
+    )
     balancers = [
         VirtualBalancer(
             cells=args.cells,
@@ -958,6 +1025,7 @@ async def cmd_simulate(
             cell_voltages=voltages,
             link=args.link,
             faults=faults,
+            quirks=quirks,
             volts_per_amp_second=args.balance_rate / 1000,
         )
         for address in args.address

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from . import codec
 from .errors import (
@@ -18,11 +18,35 @@ from .errors import (
     UnexpectedReply,
     WriteNotConfirmed,
 )
-from .frames import A5_HOST_ADDRESSES, A5Frame, Frame
+from .frames import A5_HOST_ADDRESSES, MAX_READ_REGISTERS, A5Frame, Frame
 from .link import Bus, LinkKind
 from .model import DeviceInfo, Reading, Setting, Settings, Variant
-from .registers import A5_TABLE, MODBUS_TABLES, Block, ModbusTable, SettingRegister
+from .plan import (
+    OPTIONAL_LIVE_PARTS,
+    PART_BALANCE_CURRENT,
+    PART_BALANCING_CELLS,
+    PART_LIVE,
+    best_plan,
+    fallback_limit,
+    line_cost,
+    live_registers,
+    parts_of,
+    split,
+)
+from .registers import (
+    A5_PARTS,
+    A5_SETTING_PARTS,
+    A5_TABLE,
+    D2_TABLE,
+    MODBUS_TABLES,
+    UNAVAILABLE,
+    Block,
+    ModbusTable,
+    SettingRegister,
+)
 from .rules import RULES, validate
+
+_T = TypeVar("_T")
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -33,8 +57,19 @@ A5_SERIAL_HOST = 0x40
 A5_BLE_HOST = 0x80
 
 # Some firmware may not accept the long D2 live read; these two reads cover
-# the same registers and are used when the one-request read gets no answer.
-D2_COMPAT_BLOCKS = (Block(0x0000, 0x3E), Block(0x3E, 0x03))
+# the same registers and are used when the one-request read gets no answer
+# (the read-length rule of plan.fallback_limit, shared with p81).
+D2_COMPAT_BLOCKS = split(D2_TABLE.live.block, D2_TABLE.fallback_max_read)
+
+VERSION_PARTS = frozenset({"versions", "software_version", "hardware_version"})
+
+MAX_REPLANS = 4
+"""A live read is planned again at most this often (fallback, optional parts)."""
+
+MISS_TIMEOUT = "no answer"
+MISS_REFUSED = "refused"
+MISS_FILL = "fill"
+MISS_UNEXPECTED = "unexpected reply"
 
 
 class BalancerClient:
@@ -64,7 +99,19 @@ class BalancerClient:
         self.settings = Settings()
         self.reading: Reading | None = None
         self._polls_since_settings = 0
-        self._live_blocks: tuple[Block, ...] = ()
+        self.unanswered: dict[str, str] = {}
+        """Optional parts the device did not answer, with why (per device).
+
+        They are not asked for again on every poll; the settings re-read
+        tries them once more, in case the first miss was noise."""
+        self.max_read = MAX_READ_REGISTERS
+        """Longest read this device answers (lowered by the fallback rule)."""
+        self.live_plan: tuple[Block, ...] = ()
+        """The reads of one live poll (Modbus variants)."""
+        self._needed: dict[int, str] = {}
+        self._verified: set[str] = set()
+        """Optional live parts the device answered since they were planned in."""
+        self._planned_counts: tuple[int, int] | None = None
         self._a5_host = A5_SERIAL_HOST
         self._a5_counts = (0, 0)
         self._write_lock = asyncio.Lock()
@@ -140,28 +187,25 @@ class BalancerClient:
             assert last is not None
             raise last
         table = MODBUS_TABLES[variant]
-        try:
-            self._live_blocks = (table.live.block,)
-            self.reading = await self._read_modbus_live(table)
-        except (BalancerTimeout, NotSupported):
-            if variant is not Variant.D2:
-                raise
-            self._live_blocks = D2_COMPAT_BLOCKS
-            self.reading = await self._read_modbus_live(table)
+        self.max_read = MAX_READ_REGISTERS
+        self.unanswered.clear()  # nothing learnt while probing another variant
+        self._verified.clear()
+        self._planned_counts = None
+        self._plan_whole_block(table)
+        self.reading = await self._read_modbus_live(table)
 
     async def _read_info(self, variant: Variant) -> DeviceInfo:
         if variant is Variant.A5:
             versions: list[str | None] = []
             for command in (A5_TABLE.software_version, A5_TABLE.hardware_version):
-                try:
-                    frames = await self.bus.exchange(
-                        codec.a5_request(
-                            command, self._a5_host, A5_TABLE.version_frames
-                        )
-                    )
-                    versions.append(codec.decode_a5_version(_a5(frames)))
-                except (BalancerTimeout, UnexpectedReply):
-                    versions.append(None)
+                frames = await self._a5_optional(command, A5_TABLE.version_frames)
+                version = None
+                if frames is not None:
+                    try:
+                        version = codec.decode_a5_version(frames)
+                    except UnexpectedReply:
+                        self._miss(A5_PARTS[command], MISS_UNEXPECTED)
+                versions.append(version)
             return DeviceInfo(
                 variant=variant,
                 software_version=versions[0],
@@ -169,11 +213,13 @@ class BalancerClient:
             )
         table = MODBUS_TABLES[variant]
         board = self.address if variant is Variant.P81 else None
-        try:
-            regs = await self._read_block(table, table.info_block)
-        except (BalancerTimeout, NotSupported, UnexpectedReply):
+        regs = await self._optional_block(table, table.info_block, "versions")
+        if regs is None:
             return DeviceInfo(variant=variant, address=board)
-        return codec.decode_modbus_info(table, board, regs)
+        info = codec.decode_modbus_info(table, board, regs)
+        if info.software_version is None and info.hardware_version is None:
+            self._miss("versions", MISS_FILL)
+        return info
 
     async def close(self) -> None:
         """Close the link (a shared bus is closed by its registry instead)."""
@@ -182,7 +228,7 @@ class BalancerClient:
     # --- reading ------------------------------------------------------------
 
     async def poll(self) -> Reading:
-        """Read the live values (one request on D2/p81).
+        """Read the live values (the planned reads on D2/p81, see ``live_plan``).
 
         Settings are read again every ``settings_every`` polls and after a
         write. Connects first when needed.
@@ -193,9 +239,16 @@ class BalancerClient:
             if self.reading is None:  # the A5 probe reads no live values
                 self.reading = await self._read_live()
         else:
-            if self._polls_since_settings >= self.settings_every:
-                await self.read_settings()
+            due = self._polls_since_settings >= self.settings_every
+            if due:
+                self._retry_optional_live()
             self.reading = await self._read_live()
+            if due:
+                # After the live read: a device that answers it is awake, so
+                # a settings read it leaves unanswered is its own doing.
+                await self.read_settings()
+                if VERSION_PARTS & set(self.unanswered):
+                    self.info = await self._read_info(self.info.variant)
         self._polls_since_settings += 1
         assert self.reading is not None
         await self.bus.idle()
@@ -208,17 +261,164 @@ class BalancerClient:
         return await self._read_modbus_live(MODBUS_TABLES[self.info.variant])
 
     async def _read_modbus_live(self, table: ModbusTable) -> Reading:
+        regs = await self._read_plan(table)
+        live = table.live
+        counts = (
+            regs[live.cell_count],
+            min(regs[live.temperature_count], live.max_temperatures),
+        )
+        if counts != self._planned_counts and 1 <= counts[0] <= live.max_cells:
+            # First reading, or the device's cell / sensor count changed:
+            # plan for what it has now, and read what the old plan missed.
+            self._replan(table, *counts)
+            if any(register not in regs for register in self._needed):
+                regs.update(await self._read_plan(table))
+        reading = codec.decode_modbus_live(table, regs)
+        self._note_fill(table, regs)
+        return reading
+
+    def _retry_optional_live(self) -> None:
+        """Plan the optional live parts the device did not answer in again."""
+        for part in OPTIONAL_LIVE_PARTS:
+            self.unanswered.pop(part, None)
+        variant = self.variant
+        if variant is not None and variant is not Variant.A5:
+            self._plan_again(MODBUS_TABLES[variant])
+
+    def _plan_whole_block(self, table: ModbusTable) -> None:
+        """Before the counts are known: the whole live block."""
+        live = table.live
+        block = table.live.block
+        optional = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
+        needed = {
+            register: optional.get(register, PART_LIVE)
+            for register in range(block.start, block.start + block.count)
+        }
+        avoid = self._unanswered_registers(table)
+        if not avoid:
+            self._needed = needed
+            self.live_plan = split(block, self.max_read)
+            return
+        self._needed = {reg: part for reg, part in needed.items() if reg not in avoid}
+        cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
+        self.live_plan = best_plan(self._needed, cost, self.max_read, avoid)
+
+    def _unanswered_registers(self, table: ModbusTable) -> frozenset[int]:
+        """Registers of the optional live parts the device did not answer."""
+        live = table.live
+        every = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
+        return frozenset(reg for reg, part in every.items() if part in self.unanswered)
+
+    def _replan(self, table: ModbusTable, cells: int, sensors: int) -> None:
+        """Plan the live reads for *cells* cells and *sensors* sensors."""
+        parts = [part for part in OPTIONAL_LIVE_PARTS if part not in self.unanswered]
+        self._needed = live_registers(table.live, cells, sensors, parts)
+        cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
+        self.live_plan = best_plan(
+            self._needed, cost, self.max_read, self._unanswered_registers(table)
+        )
+        self._planned_counts = (cells, sensors)
+
+    def _plan_again(self, table: ModbusTable) -> None:
+        if self._planned_counts is None:
+            self._plan_whole_block(table)
+        else:
+            self._replan(table, *self._planned_counts)
+
+    async def _read_plan(self, table: ModbusTable) -> dict[int, int]:
+        """Read the planned blocks; apply the fallback and optional-part rules.
+
+        A failed read longer than the app's longest is planned again in
+        shorter reads (:func:`.plan.fallback_limit`). A failed read that holds
+        optional registers the device has not answered yet is planned again
+        without them (they are marked unanswered). Otherwise the failure is
+        the poll's (a dead link); optional parts of that read must then prove
+        themselves again, so a read that keeps failing drops them next time.
+        """
         regs: dict[int, int] = {}
-        for block in self._live_blocks:
-            regs.update(await self._read_block(table, block))
-        return codec.decode_modbus_live(table, regs)
+        index = 0
+        restarts = 0
+        while index < len(self.live_plan):
+            block = self.live_plan[index]
+            parts = parts_of(block, self._needed)
+            optional = parts - {PART_LIVE}
+            try:
+                regs.update(await self._read_block(table, block))
+            except (BalancerTimeout, NotSupported, UnexpectedReply) as err:
+                shorter = fallback_limit(table, self.max_read)
+                unproven = optional - self._verified
+                if shorter is not None and block.count > shorter:
+                    _LOGGER.debug("Reads of %d registers failed", block.count)
+                    self.max_read = shorter
+                elif unproven:
+                    for part in unproven:
+                        self._miss(part, _reason(err))
+                    if PART_LIVE not in parts and unproven == optional:
+                        index += 1
+                        self._forget_block(block)
+                        continue
+                else:
+                    self._verified -= optional
+                    raise
+                restarts += 1
+                if restarts > MAX_REPLANS:  # pragma: no cover - a safety net
+                    raise
+                self._plan_again(table)
+                regs = {}
+                index = 0
+                continue
+            self._verified |= optional
+            index += 1
+        return regs
+
+    def _forget_block(self, block: Block) -> None:
+        """Drop the registers of a failed optional read from the plan."""
+        self._needed = {
+            reg: part for reg, part in self._needed.items() if reg not in block
+        }
+        self.live_plan = tuple(b for b in self.live_plan if b != block)
+
+    def _note_fill(self, table: ModbusTable, regs: dict[int, int]) -> None:
+        """Mark optional live parts that came back as 0xFFFF fill."""
+        live = table.live
+        filled: list[str] = []
+        if regs.get(live.balance_current) == UNAVAILABLE:
+            filled.append(PART_BALANCE_CURRENT)
+        bits = [
+            regs.get(reg)
+            for reg, part in self._needed.items()
+            if part == PART_BALANCING_CELLS
+        ]
+        if bits and all(value == UNAVAILABLE for value in bits):
+            filled.append(PART_BALANCING_CELLS)
+        for part in filled:
+            if part not in self.unanswered:
+                self._miss(part, MISS_FILL)
+                self._plan_again(table)
+
+    def _miss(self, part: str, reason: str) -> None:
+        self._verified.discard(part)
+        if part not in self.unanswered:
+            _LOGGER.debug("The device did not answer %s (%s)", part, reason)
+        self.unanswered[part] = reason
+
+    async def _optional(
+        self, part: str, read: Callable[[], Awaitable[_T]]
+    ) -> _T | None:
+        """Run *read* for an optional *part*; None (and remembered) if missed."""
+        try:
+            result = await read()
+        except (BalancerTimeout, NotSupported, UnexpectedReply, ChecksumError) as err:
+            self._miss(part, _reason(err))
+            return None
+        self.unanswered.pop(part, None)
+        return result
 
     async def _read_a5_live(self) -> Reading:
         cells, sensors = self._a5_counts
         commands = [
             (A5_TABLE.pack, 1),
             (A5_TABLE.cells, codec.a5_frames_needed(cells, A5_TABLE.cells_per_frame)),
-            (A5_TABLE.balancing, 1),
             (A5_TABLE.alarms, 1),
         ]
         if sensors:
@@ -230,6 +430,11 @@ class BalancerClient:
                 ),
             )
         replies = await self._a5_reads(commands)
+        balancing = None
+        if PART_BALANCING_CELLS not in self.unanswered:
+            balancing = await self._a5_optional(A5_TABLE.balancing, 1)
+        if balancing is not None:
+            replies[A5_TABLE.balancing] = balancing
         return codec.decode_a5_live(replies, cells, sensors)
 
     async def _a5_reads(
@@ -243,6 +448,25 @@ class BalancerClient:
             replies[command] = _a5(answer)
         return replies
 
+    async def _a5_optional(self, command: int, frames: int) -> list[A5Frame] | None:
+        """An optional A5 command: its frames, or None when not answered."""
+        part = A5_PARTS[command]
+        request = codec.a5_request(command, self._a5_host, frames)
+        if part in self.unanswered:
+            # Missed before: one try, not the bus's retries.
+            answer = await self._optional(
+                part, lambda: self.bus.exchange(request, retries=0)
+            )
+        else:
+            answer = await self._optional(part, lambda: self.bus.exchange(request))
+        if answer is None:
+            return None
+        result = _a5(answer)
+        if codec.a5_is_fill(result):
+            self._miss(part, MISS_FILL)
+            return None
+        return result
+
     async def _read_block(self, table: ModbusTable, block: Block) -> dict[int, int]:
         board = self.address
         frames = await self.bus.exchange(
@@ -250,31 +474,77 @@ class BalancerClient:
         )
         return codec.registers_of(block, frames[0])
 
+    def setting_part(self, setting: Setting) -> str | None:
+        """The optional part that holds *setting* on this device's variant."""
+        variant = self.variant or self.requested_variant
+        if variant is None:
+            return None
+        if variant is Variant.A5:
+            return A5_SETTING_PARTS.get(setting)
+        table = MODBUS_TABLES[variant]
+        register = table.settings.get(setting)
+        if register is None:
+            return None
+        for block, part in zip(
+            table.settings_blocks, table.settings_parts, strict=True
+        ):
+            if register.register in block:
+                return part
+        return None  # pragma: no cover - every setting lies in a block
+
     async def read_settings(self) -> Settings:
-        """Read every setting the variant has."""
+        """Read every setting the variant has; each block or command is optional.
+
+        What the device did not answer before is asked again (once); on the
+        periodic re-read (:meth:`poll`) the optional live parts are planned in
+        again for that poll's live read too.
+        """
         variant = self.variant or self.requested_variant
         if variant is None:
             await self.connect()
             return self.settings
         if variant is Variant.A5:
-            replies = await self._a5_reads(
-                [
-                    (A5_TABLE.counts, 1),
-                    (A5_TABLE.balance_settings, 1),
-                    (A5_TABLE.cell_thresholds, 1),
-                    (A5_TABLE.temperature_thresholds, 1),
-                ]
-            )
+            replies = await self._a5_reads([(A5_TABLE.counts, 1)])
+            for command in (
+                A5_TABLE.balance_settings,
+                A5_TABLE.cell_thresholds,
+                A5_TABLE.temperature_thresholds,
+            ):
+                frames = await self._a5_optional(command, 1)
+                if frames is not None:
+                    replies[command] = frames
             self._a5_counts = codec.decode_a5_counts(replies[A5_TABLE.counts])
             self.settings = codec.decode_a5_settings(replies, self._a5_counts[0])
         else:
             table = MODBUS_TABLES[variant]
             regs: dict[int, int] = {}
-            for block in table.settings_blocks:
-                regs.update(await self._read_block(table, block))
+            for block, part in zip(
+                table.settings_blocks, table.settings_parts, strict=True
+            ):
+                values = await self._optional_block(table, block, part)
+                if values is not None:
+                    regs.update(values)
             self.settings = codec.decode_modbus_settings(table, regs)
         self._polls_since_settings = 0
         return self.settings
+
+    async def _optional_block(
+        self, table: ModbusTable, block: Block, part: str
+    ) -> dict[int, int] | None:
+        """Read one optional block; None (and remembered) when not answered."""
+        request = codec.read_request(table.variant, self.address, block)
+        # Missed before: one try, not the bus's retries.
+        retries = {"retries": 0} if part in self.unanswered else {}
+
+        async def read() -> dict[int, int]:
+            frames = await self.bus.exchange(request, **retries)
+            return codec.registers_of(block, frames[0])
+
+        values = await self._optional(part, read)
+        if values is not None and all(v == UNAVAILABLE for v in values.values()):
+            self._miss(part, MISS_FILL)
+            return None
+        return values
 
     # --- writing ------------------------------------------------------------
 
@@ -407,6 +677,14 @@ class BalancerClient:
     async def set_balance_current_limit(self, amperes: float) -> float:
         """EXPERIMENTAL: set the balance current limit (0..1 A, 0.1 A steps)."""
         return await self.write(Setting.BALANCE_CURRENT_LIMIT, amperes)
+
+
+def _reason(err: BalancerError) -> str:
+    if isinstance(err, BalancerTimeout):
+        return MISS_TIMEOUT
+    if isinstance(err, NotSupported):
+        return MISS_REFUSED
+    return MISS_UNEXPECTED
 
 
 def _a5(frames: Sequence[Frame]) -> list[A5Frame]:

@@ -29,12 +29,16 @@ from .model import (
     Setting,
     Settings,
     Variant,
+    plausible_cell,
+    plausible_current,
+    plausible_temperature,
 )
 from .registers import (
     A5_TABLE,
     MODBUS_TABLES,
     UNAVAILABLE,
     Block,
+    LiveLayout,
     ModbusTable,
     SettingRegister,
 )
@@ -148,45 +152,78 @@ def registers_of(block: Block, frame: Frame) -> dict[int, int]:
 
 
 def decode_modbus_live(table: ModbusTable, regs: Mapping[int, int]) -> Reading:
-    """Decode the live block of a Modbus variant."""
+    """Decode the live registers of a Modbus variant.
+
+    *regs* holds the whole live block or only the registers a read plan
+    fetched: the balance current and the per-cell balancing bits are optional
+    (``None`` when missing or filled with 0xFFFF).
+    """
     live = table.live
     cell_count = regs[live.cell_count]
     if not 1 <= cell_count <= live.max_cells:
         msg = f"the device reports {cell_count} cells, which is not a balancer"
         raise UnexpectedReply(msg)
     sensor_count = min(regs[live.temperature_count], live.max_temperatures)
-    cells = tuple(regs[live.cells + i] / 1000 for i in range(cell_count))
-    temperatures = tuple(
-        None
-        if (raw := regs[live.temperatures + i]) in live.temperature_unavailable
-        else float(raw - live.temperature_offset)
-        for i in range(sensor_count)
-    )
+    implausible: list[tuple[str, int]] = []
+    cells: list[float | None] = []
+    for i in range(cell_count):
+        raw = regs[live.cells + i]
+        cells.append(plausible_cell(raw))
+        if cells[-1] is None:
+            implausible.append((f"cell_{i + 1}_voltage", raw))
+    temperatures: list[float | None] = []
+    for i in range(sensor_count):
+        raw = regs[live.temperatures + i]
+        if raw in live.temperature_unavailable:
+            temperatures.append(None)
+            continue
+        temperatures.append(plausible_temperature(float(raw - live.temperature_offset)))
+        if temperatures[-1] is None:
+            implausible.append((f"temperature_{i + 1}", raw))
     pack_raw = regs[live.pack_voltage]
-    current_raw = regs[live.balance_current]
-    balancing_cells: frozenset[int] | None = None
-    if live.balance_bits is not None:
-        bits = 0
-        for word in range(live.balance_bits_words):
-            bits |= regs[live.balance_bits + word] << (16 * word)
-        balancing_cells = frozenset(i + 1 for i in range(cell_count) if bits >> i & 1)
+    current: float | None = None
+    current_raw = regs.get(live.balance_current, UNAVAILABLE)
+    if current_raw != UNAVAILABLE:
+        current = plausible_current(
+            round(
+                (current_raw - live.balance_current_offset)
+                * live.balance_current_scale,
+                3,
+            )
+        )
+        if current is None:
+            implausible.append(("balance_current", current_raw))
     alarm_bytes = b"".join(_u16(regs[live.alarms + i]) for i in range(4))
     return Reading(
-        cell_voltages=cells,
-        temperatures=temperatures,
+        cell_voltages=tuple(cells),
+        temperatures=tuple(temperatures),
         pack_voltage=None
         if pack_raw == UNAVAILABLE
         else round(pack_raw * live.pack_voltage_scale, 3),
         balancing=regs[live.balancing] != 0,
-        balancing_cells=balancing_cells,
-        balance_current=None
-        if current_raw == UNAVAILABLE
-        else round(
-            (current_raw - live.balance_current_offset) * live.balance_current_scale,
-            3,
-        ),
+        balancing_cells=_balance_bits(live, regs, cell_count),
+        balance_current=current,
         alarms=Alarms.from_bytes(alarm_bytes),
+        implausible=tuple(implausible),
     )
+
+
+def _balance_bits(
+    live: LiveLayout, regs: Mapping[int, int], cell_count: int
+) -> frozenset[int] | None:
+    """Cells being balanced; None when the bits were not read or are fill."""
+    if live.balance_bits is None:
+        return None
+    words = min(live.balance_bits_words, max(1, math.ceil(cell_count / 16)))
+    values = [regs.get(live.balance_bits + word) for word in range(words)]
+    if any(value is None for value in values) or all(
+        value == UNAVAILABLE for value in values
+    ):
+        return None
+    bits = 0
+    for word, value in enumerate(values):
+        bits |= (value or 0) << (16 * word)
+    return frozenset(i + 1 for i in range(cell_count) if bits >> i & 1)
 
 
 def decode_modbus_settings(table: ModbusTable, regs: Mapping[int, int]) -> Settings:
@@ -221,11 +258,22 @@ def decode_modbus_info(
     serial = None
     if table.serial_number is not None:
         serial = _ascii(data, *table.serial_number)
+    software = _ascii(data, *table.software_version)
+    hardware = _ascii(data, *table.hardware_version)
+    if hardware is None and table.wide_versions is not None:
+        # The other layout (32 + 32 bytes): the documented hardware field is
+        # empty and the second string starts where the serial number would.
+        wide_software, wide_hardware = table.wide_versions
+        wide = _ascii(data, *wide_hardware)
+        if wide is not None:
+            software = _ascii(data, *wide_software)
+            hardware = wide
+            serial = None
     return DeviceInfo(
         variant=table.variant,
         address=board,
-        software_version=_ascii(data, *table.software_version),
-        hardware_version=_ascii(data, *table.hardware_version),
+        software_version=software,
+        hardware_version=hardware,
         serial_number=serial,
     )
 
@@ -277,47 +325,69 @@ def decode_a5_live(
     """Decode an A5 poll (0x90, 0x95, 0x96, 0x97, 0x98)."""
     table = A5_TABLE
     pack = a5_single(replies[table.pack])
-    cells: list[float] = []
+    implausible: list[tuple[str, int]] = []
+    raw_cells: list[int] = []
     for data in a5_multi(replies[table.cells], cell_count, table.cells_per_frame):
-        cells.extend(
-            int.from_bytes(data[i : i + 2], "big") / 1000 for i in range(0, 6, 2)
-        )
-    temps: list[float | None] = []
+        raw_cells.extend(int.from_bytes(data[i : i + 2], "big") for i in range(0, 6, 2))
+    cells: list[float | None] = []
+    for number, raw in enumerate(raw_cells[:cell_count], start=1):
+        cells.append(plausible_cell(raw))
+        if cells[-1] is None:
+            implausible.append((f"cell_{number}_voltage", raw))
+    raw_temps: list[int] = []
     if sensor_count:
         for data in a5_multi(
             replies[table.temperatures], sensor_count, table.temperatures_per_frame
         ):
-            temps.extend(float(raw - 40) for raw in data[:7])
-    bitmap = int.from_bytes(a5_single(replies[table.balancing])[:6], "little")
-    balancing_cells = frozenset(i + 1 for i in range(cell_count) if bitmap >> i & 1)
+            raw_temps.extend(data[:7])
+    temps: list[float | None] = []
+    for number, raw in enumerate(raw_temps[:sensor_count], start=1):
+        temps.append(plausible_temperature(float(raw - 40)))
+        if temps[-1] is None:
+            implausible.append((f"temperature_{number}", raw))
+    balancing_cells: frozenset[int] | None = None
+    if replies.get(table.balancing):  # 0x97 is optional
+        bitmap = int.from_bytes(a5_single(replies[table.balancing])[:6], "little")
+        balancing_cells = frozenset(i + 1 for i in range(cell_count) if bitmap >> i & 1)
     return Reading(
-        cell_voltages=tuple(cells[:cell_count]),
-        temperatures=tuple(temps[:sensor_count]),
+        cell_voltages=tuple(cells),
+        temperatures=tuple(temps),
         pack_voltage=round(int.from_bytes(pack[0:2], "big") * 0.1, 3),
-        balancing=bool(balancing_cells),
+        balancing=None if balancing_cells is None else bool(balancing_cells),
         balancing_cells=balancing_cells,
         balance_current=None,
         alarms=Alarms.from_bytes(a5_single(replies[table.alarms])),
+        implausible=tuple(implausible),
     )
+
+
+def a5_is_fill(frames: Sequence[A5Frame]) -> bool:
+    """Whether an A5 reply carries only fill (all 0xFF data bytes)."""
+    return all(frame.data == b"\xff" * len(frame.data) for frame in frames)
 
 
 def decode_a5_settings(
     replies: Mapping[int, Sequence[A5Frame]], cell_count: int
 ) -> Settings:
-    """Decode the A5 settings reads (0x5F, 0x59, 0x5C)."""
+    """Decode the A5 settings reads (0x5F, 0x59, 0x5C) that were answered.
+
+    Each command is optional: a missing reply leaves its settings ``None``.
+    """
     table = A5_TABLE
-    balance = a5_single(replies[table.balance_settings])
-    cells = a5_single(replies[table.cell_thresholds])
-    temps = a5_single(replies[table.temperature_thresholds])
-    return Settings(
-        balance_start_voltage=int.from_bytes(balance[0:2], "big") / 1000,
-        balance_delta_voltage=int.from_bytes(balance[2:4], "big") / 1000,
-        cell_overvoltage_alarm=int.from_bytes(cells[0:2], "big") / 1000,
-        cell_undervoltage_alarm=int.from_bytes(cells[4:6], "big") / 1000,
-        discharge_overtemperature_alarm=float(temps[5] - 40),
-        discharge_undertemperature_alarm=float(temps[7] - 40),
-        cell_count=cell_count,
-    )
+    values: dict[str, object] = {"cell_count": cell_count}
+    if table.balance_settings in replies:
+        balance = a5_single(replies[table.balance_settings])
+        values["balance_start_voltage"] = int.from_bytes(balance[0:2], "big") / 1000
+        values["balance_delta_voltage"] = int.from_bytes(balance[2:4], "big") / 1000
+    if table.cell_thresholds in replies:
+        cells = a5_single(replies[table.cell_thresholds])
+        values["cell_overvoltage_alarm"] = int.from_bytes(cells[0:2], "big") / 1000
+        values["cell_undervoltage_alarm"] = int.from_bytes(cells[4:6], "big") / 1000
+    if table.temperature_thresholds in replies:
+        temps = a5_single(replies[table.temperature_thresholds])
+        values["discharge_overtemperature_alarm"] = float(temps[5] - 40)
+        values["discharge_undertemperature_alarm"] = float(temps[7] - 40)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def decode_a5_version(frames: Sequence[A5Frame]) -> str | None:

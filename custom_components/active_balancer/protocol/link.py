@@ -9,6 +9,7 @@ import contextlib
 from dataclasses import dataclass
 from enum import StrEnum
 import logging
+import statistics
 from typing import Protocol
 
 from .codec import Request
@@ -140,19 +141,39 @@ class Bus:
         self._late_reassembler: FrameReassembler | None = None
         self._late_arrived: asyncio.Event | None = None
         self._writes = 0
+        self._turnarounds: deque[float] = deque(maxlen=16)
         self.users = 0
         """Clients sharing this bus (managed by :class:`BusRegistry`)."""
 
-    async def exchange(self, request: Request) -> list[Frame]:
-        """Send *request* and return the frames that answer it."""
+    @property
+    def turnaround(self) -> float | None:
+        """The device's measured turnaround in seconds (median), once known.
+
+        Each answered request's time from sending to the last reply frame,
+        minus the wire time of its bytes on the balancer's UART.
+        """
+        if not self._turnarounds:
+            return None
+        return statistics.median(self._turnarounds)
+
+    async def exchange(
+        self, request: Request, *, retries: int | None = None
+    ) -> list[Frame]:
+        """Send *request* and return the frames that answer it.
+
+        *retries* overrides the bus's retries for this request (an optional
+        request the device left unanswered before is tried once).
+        """
         async with self.lock:
             if request.echo is not None:  # a write: older answers are stale now
                 self._writes += 1
-            return await self._exchange_locked(request)
+            return await self._exchange_locked(
+                request, self.retries if retries is None else retries
+            )
 
-    async def _exchange_locked(self, request: Request) -> list[Frame]:
+    async def _exchange_locked(self, request: Request, retries: int) -> list[Frame]:
         last_error: BalancerError | None = None
-        for attempt in range(self.retries + 1):
+        for attempt in range(retries + 1):
             try:
                 frames = await self._attempt(request)
             except (BalancerTimeout, ChecksumError, ConnectionFailed) as err:
@@ -213,6 +234,7 @@ class Bus:
         self.stats.requests += 1
         self.stats.bytes_out += len(request.frame)
         self.history.append(("tx", request.frame.hex()))
+        sent = asyncio.get_running_loop().time()
         try:
             await self.link.write(request.frame)
         except (OSError, BalancerError) as err:
@@ -250,6 +272,11 @@ class Bus:
             raise ConnectionFailed(msg)
         frames = self._frames
         self.stats.answered += 1
+        wire = self.link.byte_time * (
+            len(request.frame) + sum(len(frame.raw) for frame in frames)
+        )
+        elapsed = asyncio.get_running_loop().time() - sent
+        self._turnarounds.append(max(0.0, elapsed - wire))
         first = frames[0]
         if isinstance(first, ModbusFrame) and first.is_exception:
             msg = (

@@ -158,16 +158,26 @@ class Alarms:
         return cls(raw)
 
 
+PLAUSIBLE_CELL_VOLTAGE = (0.5, 5.0)
+"""Cell voltages a 1 A balancer of these families can report, in volts."""
+PLAUSIBLE_TEMPERATURE = (-40.0, 120.0)
+"""Temperatures its sensors can report, in degrees Celsius."""
+PLAUSIBLE_BALANCE_CURRENT = 1.5
+"""Largest balance current (either sign) a 1 A balancer can report, in A."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One live reading of a balancer.
 
     ``cell_voltages`` holds exactly ``cell count`` cells and ``temperatures``
     exactly ``sensor count`` temperatures. Statistics are computed from the
-    cell list, never taken from the device's own (lagging) registers.
+    cell list, never taken from the device's own (lagging) registers. A value
+    the device family cannot physically report is ``None`` ("not available"),
+    and its raw value is kept in ``implausible``.
     """
 
-    cell_voltages: tuple[float, ...]
+    cell_voltages: tuple[float | None, ...]
     temperatures: tuple[float | None, ...] = ()
     """One per sensor the device reports; None where a sensor is not fitted."""
     pack_voltage: float | None = None
@@ -176,6 +186,8 @@ class Reading:
     """1-based numbers of the cells being balanced, where the variant says."""
     balance_current: float | None = None
     alarms: Alarms = field(default_factory=Alarms)
+    implausible: tuple[tuple[str, int], ...] = ()
+    """(value name, raw value) of every value dropped as impossible."""
 
     @property
     def cell_count(self) -> int:
@@ -183,45 +195,67 @@ class Reading:
         return len(self.cell_voltages)
 
     @property
+    def _known_cells(self) -> list[float]:
+        return [volts for volts in self.cell_voltages if volts is not None]
+
+    @property
     def max_cell_voltage(self) -> float | None:
         """Highest cell voltage."""
-        return max(self.cell_voltages) if self.cell_voltages else None
+        return max(self._known_cells, default=None)
 
     @property
     def min_cell_voltage(self) -> float | None:
         """Lowest cell voltage."""
-        return min(self.cell_voltages) if self.cell_voltages else None
+        return min(self._known_cells, default=None)
 
     @property
     def max_cell(self) -> int | None:
         """1-based number of the highest cell (the first one on a tie)."""
-        if not self.cell_voltages:
-            return None
-        return self.cell_voltages.index(max(self.cell_voltages)) + 1
+        highest = self.max_cell_voltage
+        return None if highest is None else self.cell_voltages.index(highest) + 1
 
     @property
     def min_cell(self) -> int | None:
         """1-based number of the lowest cell (the first one on a tie)."""
-        if not self.cell_voltages:
-            return None
-        return self.cell_voltages.index(min(self.cell_voltages)) + 1
+        lowest = self.min_cell_voltage
+        return None if lowest is None else self.cell_voltages.index(lowest) + 1
 
     @property
     def average_cell_voltage(self) -> float | None:
         """Mean cell voltage, rounded to the millivolt."""
-        return round(fmean(self.cell_voltages), 3) if self.cell_voltages else None
+        known = self._known_cells
+        return round(fmean(known), 3) if known else None
 
     @property
     def delta_cell_voltage(self) -> float | None:
         """Spread between the highest and the lowest cell."""
-        if not self.cell_voltages:
+        known = self._known_cells
+        if not known:
             return None
-        return round(max(self.cell_voltages) - min(self.cell_voltages), 3)
+        return round(max(known) - min(known), 3)
 
     @property
     def cell_voltage_sum(self) -> float:
-        """Sum of the cell voltages."""
-        return round(sum(self.cell_voltages), 3)
+        """Sum of the cell voltages that are available."""
+        return round(sum(self._known_cells), 3)
+
+
+def plausible_cell(raw_mv: int) -> float | None:
+    """Volts of a raw millivolt cell reading, or None if impossible."""
+    volts = raw_mv / 1000
+    low, high = PLAUSIBLE_CELL_VOLTAGE
+    return volts if low <= volts <= high else None
+
+
+def plausible_temperature(celsius: float) -> float | None:
+    """*celsius* if a sensor can report it, else None."""
+    low, high = PLAUSIBLE_TEMPERATURE
+    return celsius if low <= celsius <= high else None
+
+
+def plausible_current(amperes: float) -> float | None:
+    """*amperes* if a 1 A balancer can report it, else None."""
+    return amperes if abs(amperes) <= PLAUSIBLE_BALANCE_CURRENT else None
 
 
 @dataclass(frozen=True, slots=True)

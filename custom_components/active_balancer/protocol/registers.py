@@ -15,6 +15,10 @@ from .model import NEVER_SLEEP, Chemistry, Setting, Variant
 UNAVAILABLE = 0xFFFF
 """Register value meaning "not fitted / not supported"."""
 
+PART_BALANCE_CURRENT = "balance_current"
+PART_BALANCING_CELLS = "balancing_cells"
+"""Optional live parts (a device may not have them), by name."""
+
 
 @dataclass(frozen=True, slots=True)
 class Block:
@@ -93,6 +97,8 @@ class ModbusTable:
     variant: Variant
     live: LiveLayout
     settings_blocks: tuple[Block, ...]
+    settings_parts: tuple[str, ...]
+    """Name of each settings block, for what a device did not answer."""
     settings: dict[Setting, SettingRegister]
     info_block: Block
     software_version: tuple[int, int]
@@ -100,6 +106,12 @@ class ModbusTable:
     hardware_version: tuple[int, int]
     serial_number: tuple[int, int] | None
     chemistry_codes: dict[int, Chemistry] = field(default_factory=dict)
+    fallback_max_read: int = 0x3E
+    """Longest read the vendor app sends: after a longer read fails, reads are
+    no longer than this (``plan.fallback_limit``)."""
+    wide_versions: tuple[tuple[int, int], tuple[int, int]] | None = None
+    """Software and hardware version in the other layout, used when the
+    documented hardware field is empty."""
 
     def writable(self) -> dict[Setting, SettingRegister]:
         """Return the allow-list: settings this variant may write."""
@@ -130,6 +142,7 @@ D2_TABLE = ModbusTable(
         balance_bits_words=2,
     ),
     settings_blocks=(Block(0x80, 0x29), Block(0xCC, 0x05)),
+    settings_parts=("settings", "balancer_switch"),
     settings={
         Setting.CELL_COUNT: SettingRegister(0x83, writable=False),
         Setting.CHEMISTRY: SettingRegister(0x89, writable=False),
@@ -151,6 +164,10 @@ D2_TABLE = ModbusTable(
     hardware_version=(16, 16),
     serial_number=(32, 32),
     chemistry_codes={0: Chemistry.LFP, 1: Chemistry.NMC, 2: Chemistry.LTO},
+    # The app's status read is 62 registers (S1).
+    fallback_max_read=0x3E,
+    # Two real firmwares put the hardware version at byte 32 (32 + 32, S2).
+    wide_versions=((0, 32), (32, 32)),
 )
 
 # p81: RS485 / UART with board numbers 1..15 (shared/protocol.md section 6).
@@ -177,6 +194,7 @@ P81_TABLE = ModbusTable(
         temperature_unavailable=(UNAVAILABLE, 0xFF),
     ),
     settings_blocks=(Block(0xF6, 0x01), Block(0x100, 0x1C)),
+    settings_parts=("balancer_switch", "settings"),
     settings={
         Setting.BALANCER_ENABLED: SettingRegister(0xF6),
         Setting.CELL_COUNT: SettingRegister(0x101, writable=False),
@@ -192,6 +210,8 @@ P81_TABLE = ModbusTable(
     software_version=(0, 28),
     hardware_version=(28, 14),
     serial_number=None,
+    # The largest p81 read in a public capture is 64 registers (RT1, S5).
+    fallback_max_read=0x40,
 )
 
 MODBUS_TABLES: dict[Variant, ModbusTable] = {
@@ -223,3 +243,22 @@ class A5Table:
 
 
 A5_TABLE = A5Table()
+
+A5_PARTS: dict[int, str] = {
+    A5_TABLE.balance_settings: "balance_settings",
+    A5_TABLE.cell_thresholds: "cell_thresholds",
+    A5_TABLE.temperature_thresholds: "temperature_thresholds",
+    A5_TABLE.software_version: "software_version",
+    A5_TABLE.hardware_version: "hardware_version",
+    A5_TABLE.balancing: PART_BALANCING_CELLS,
+}
+"""Optional A5 commands and the part of the reading each one fills."""
+
+A5_SETTING_PARTS: dict[Setting, str] = {
+    Setting.BALANCE_START_VOLTAGE: "balance_settings",
+    Setting.BALANCE_DELTA_VOLTAGE: "balance_settings",
+    Setting.CELL_OVERVOLTAGE_ALARM: "cell_thresholds",
+    Setting.CELL_UNDERVOLTAGE_ALARM: "cell_thresholds",
+    Setting.DISCHARGE_OVERTEMPERATURE_ALARM: "temperature_thresholds",
+    Setting.DISCHARGE_UNDERTEMPERATURE_ALARM: "temperature_thresholds",
+}

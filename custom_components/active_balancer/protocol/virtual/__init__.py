@@ -22,6 +22,7 @@ from .fake_ble import (
     fake_device,
 )
 from .faults import FAULT_KINDS, Faults
+from .quirks import Quirks
 from .servers import (
     Line,
     PtyServer,
@@ -40,6 +41,7 @@ __all__ = [
     "Faults",
     "Line",
     "PtyServer",
+    "Quirks",
     "RecordedWrite",
     "Reply",
     "RequestParser",

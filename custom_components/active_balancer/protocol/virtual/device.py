@@ -46,6 +46,7 @@ from ..registers import (
     SettingRegister,
 )
 from .faults import Faults
+from .quirks import IGNORE, Quirks
 
 LINKS = ("uart", "rs485")
 
@@ -222,6 +223,7 @@ class VirtualBalancer:
         ble: bool = False,
         clock: Callable[[], float] = time.monotonic,
         faults: Faults | None = None,
+        quirks: Quirks | None = None,
         volts_per_amp_second: float = 0.0005,
         software_version: str = DEFAULT_SOFTWARE_VERSION,
         hardware_version: str = DEFAULT_HARDWARE_VERSION,
@@ -251,6 +253,7 @@ class VirtualBalancer:
         self.ble = ble
         self.clock = clock
         self.faults = faults if faults is not None else Faults()
+        self.quirks = quirks if quirks is not None else Quirks()
         self.volts_per_amp_second = volts_per_amp_second
         self.software_version = software_version
         self.hardware_version = hardware_version
@@ -451,6 +454,14 @@ class VirtualBalancer:
                 self.wake()
             return None
         self._last_activity = self.now()
+        quirk = self.quirks.decide(variant, frame)
+        if quirk == IGNORE:
+            return None
+        if quirk is not None:  # refused: Modbus exception 2 / 3
+            code = 0x02 if frame[1] == FC_READ and self._fits(frame) else 0x03
+            return append_crc(
+                bytes((self._reply_address(variant), FC_READ | FC_ERROR_FLAG, code))
+            )
         if variant is Variant.A5:
             reply: bytes | list[bytes] | None = self._handle_a5(frame)
         else:
@@ -458,6 +469,13 @@ class VirtualBalancer:
         if reply is not None:
             self.replies += 1
         return reply
+
+    def _fits(self, frame: bytes) -> bool:
+        limit = self.quirks.max_read
+        return limit is None or int.from_bytes(frame[4:6], "big") <= limit
+
+    def _reply_address(self, variant: Variant) -> int:
+        return D2_ADDRESS if variant is Variant.D2 else P81_REPLY_BASE + self.address
 
     def answer(self, request: bytes | bytearray) -> Reply | None:
         """Answer one complete request frame, with faults decided.
@@ -579,9 +597,12 @@ class VirtualBalancer:
     def _info_registers(self, table: ModbusTable) -> dict[int, int]:
         block = table.info_block
         data = bytearray(2 * block.count)
+        layout = (table.software_version, table.hardware_version)
+        if self.quirks.wide_versions and table.wide_versions is not None:
+            layout = table.wide_versions
         for (offset, size), text in (
-            (table.software_version, self.software_version),
-            (table.hardware_version, self.hardware_version),
+            (layout[0], self.software_version),
+            (layout[1], self.hardware_version),
         ):
             data[offset : offset + size] = _ascii(text, size)
         return {block.start + i: word for i, word in enumerate(_words(bytes(data)))}

@@ -67,14 +67,16 @@ class Line:
         for frame in self._parser.feed(data):
             self._queue.put_nowait(frame)
 
+    def _wire(self, size: int) -> float:
+        return size * 10 / self.baudrate if self.baudrate else 0.0
+
     async def _pace(self, size: int) -> None:
         if self.baudrate:
-            await asyncio.sleep(size * 10 / self.baudrate)
+            await asyncio.sleep(self._wire(size))
 
     async def _run(self) -> None:
         while not self.closed:
             frame = await self._queue.get()
-            await self._pace(len(frame))
             replies: list[Reply] = []
             for balancer in self.balancers:
                 try:
@@ -84,24 +86,32 @@ class Line:
                     continue
                 if reply is not None:
                     replies.append(reply)
-            if not replies:
-                continue
-            if self.turnaround:
-                await asyncio.sleep(self.turnaround)
-            for reply in replies:
+            # The request's wire time, the turnaround and the first reply's
+            # wire time in one sleep: the last reply byte arrives when it
+            # would on the wire, without three timer wake-ups' lateness.
+            pace = self._wire(len(frame))
+            first = replies[0] if replies and not replies[0].delay else None
+            if replies:
+                pace += self.turnaround
+            if first is not None:
+                pace += self._wire(len(first.data))
+            if pace:
+                await asyncio.sleep(pace)
+            for index, reply in enumerate(replies):
                 if reply.delay:
                     self._spawn(self._transmit_later(reply))
-                elif not await self._transmit(reply):
+                elif not await self._transmit(reply, paced=index == 0):
                     return
 
     async def _transmit_later(self, reply: Reply) -> None:
         await asyncio.sleep(reply.delay)
         await self._transmit(reply)
 
-    async def _transmit(self, reply: Reply) -> bool:
+    async def _transmit(self, reply: Reply, *, paced: bool = False) -> bool:
         """Send one reply; return whether the line is still up."""
         if reply.data:
-            await self._pace(len(reply.data))
+            if not paced:
+                await self._pace(len(reply.data))
             await self._send(reply.data)
         if reply.disconnect:
             up = self._hangup()
