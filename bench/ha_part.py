@@ -576,6 +576,7 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
     rounds_cpu, requests = await _polling_rounds(
         hass, coordinators, virtual_cpu, config.ble_rounds
     )
+    planned = sum(len(c.client.live_plan) for c in coordinators)
     for entry in entries:
         assert await hass.config_entries.async_unload(entry.entry_id)
     await hass.async_block_till_done()
@@ -595,6 +596,7 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
             "round_cpu_ms": ms(round_cpu),
             "cpu_us_per_device": round(round_cpu / count * 1e6, 1),
             "requests_per_round": mode(requests),
+            "planned_reads_per_round": planned,
             "rounds": config.ble_rounds,
         },
     )
