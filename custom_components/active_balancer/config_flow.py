@@ -58,7 +58,7 @@ from .const import (
     TRANSPORT_BLE,
     TRANSPORT_SERIAL,
 )
-from .coordinator import device_name
+from .coordinator import port_suffix, serial_title
 from .protocol import (
     BalancerError,
     BalancerTimeout,
@@ -163,7 +163,7 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
     def _title(self, data: Mapping[str, Any]) -> str:
         """Size, and how the balancer is reached: tells two entries apart."""
         assert self._info is not None
-        return f"{device_name(data, self._cells)} on {data[CONF_PORT]}"
+        return serial_title(data, self._cells)
 
     # --- Bluetooth ------------------------------------------------------------
 
@@ -448,7 +448,10 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             if data is not None:
                 if abort := self._port_taken(data, ignore=entry):
                     return abort
-                return self.async_update_reload_and_abort(entry, data=data)
+                title = entry.title
+                if title.endswith(port_suffix(entry.data)):
+                    title = self._title(data)  # ours: follow the new port
+                return self.async_update_reload_and_abort(entry, data=data, title=title)
         suggested = user_input or {
             key: entry.data.get(key)
             for key in (CONF_PORT, CONF_BAUDRATE, CONF_PROTOCOL, CONF_RS485_ADDRESS)

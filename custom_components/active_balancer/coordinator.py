@@ -29,6 +29,7 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, Upda
 from .const import (
     CONF_KEEP_CONNECTED,
     CONF_POLL_INTERVAL,
+    CONF_PORT,
     CONF_RS485_ADDRESS,
     CONF_SETTINGS_EVERY,
     CONF_TRANSPORT,
@@ -138,8 +139,9 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             connections.add((CONNECTION_BLUETOOTH, entry.data[CONF_ADDRESS]))
         name = entry.title
         if entry.data[CONF_TRANSPORT] == TRANSPORT_SERIAL:
-            # Short (entity ids are made from it); the title adds the port.
-            name = device_name(entry.data, self.data.reading.cell_count)
+            # Short (entity ids are made from it): the title without the port
+            # the config flow added. A title the user gave stays as it is.
+            name = name.removesuffix(port_suffix(entry.data))
         return HaDeviceInfo(
             identifiers={(DOMAIN, self.identity)},
             connections=connections,
@@ -357,16 +359,22 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             )
 
 
-def device_name(data: Mapping[str, Any], cells: int) -> str:
-    """The device's short name (entity ids are made from it): "Balancer 16S".
+def serial_title(data: Mapping[str, Any], cells: int) -> str:
+    """The title of a serial entry: its size, and how it is reached.
 
-    p81 boards add their RS485 address ("Balancer 16S #2"), so that boards on
-    one bus differ; D2 and A5 balancers have no address.
+    "Balancer 16S on /dev/ttyUSB0"; p81 boards add their RS485 address
+    ("Balancer 16S #2 on ..."), so that boards on one bus differ. The device
+    is named without the port part (entity ids are made from its name).
     """
     name = f"Balancer {cells}S"
     if data.get(CONF_VARIANT) == Variant.P81:
         name += f" #{data[CONF_RS485_ADDRESS]}"
-    return name
+    return name + port_suffix(data)
+
+
+def port_suffix(data: Mapping[str, Any]) -> str:
+    """The part of a serial entry's title that says where it is reached."""
+    return f" on {data[CONF_PORT]}"
 
 
 def _chemistry_name(chemistry: Chemistry | None) -> str:

@@ -143,8 +143,14 @@ class BalancerNumber(BalancerEntity, NumberEntity):
 
     @property
     def _integer(self) -> bool:
+        """Whether the value is a whole number ("3600 s", not "3600.0 s").
+
+        Not when Home Assistant converts it (°F): it keeps the decimals of
+        the native value then.
+        """
         step = self.entity_description.native_step or 1
-        return float(step).is_integer()
+        converted = self.unit_of_measurement != self.native_unit_of_measurement
+        return float(step).is_integer() and not converted
 
     @property
     def native_value(self) -> float | None:

@@ -50,12 +50,12 @@ async def test_cells_follow_the_device(
     balancer.set_cell_voltage(5, 3.290)
     await async_next_poll(hass)
 
-    assert hass.states.get("sensor.balancer_16s_cell_5_voltage").state == "3.29"
+    assert hass.states.get("sensor.balancer_16s_cell_05_voltage").state == "3.29"
     assert hass.states.get("sensor.balancer_16s_minimum_cell_voltage").state == "3.29"
     assert hass.states.get("sensor.balancer_16s_lowest_cell").state == "5"
     assert hass.states.get("sensor.balancer_16s_highest_cell").state == "4"
     assert (
-        hass.states.get("sensor.balancer_16s_cell_voltage_difference").state == "0.016"
+        hass.states.get("sensor.balancer_16s_cell_voltage_difference").state == "16.0"
     )
 
 
