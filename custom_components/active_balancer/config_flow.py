@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import logging
-from typing import Any
+from typing import Any, cast
 
 from homeassistant.components import usb
 from homeassistant.components.bluetooth import (
@@ -536,12 +536,14 @@ def _count_selector(key: str, unit: str) -> NumberSelector:
     No minimum or maximum here: the selector's own check would answer with
     Home Assistant's bare "Value 2.0 is too small"; the step explains the range.
     """
-    config = NumberSelectorConfig(
-        step=1, unit_of_measurement=unit, mode=NumberSelectorMode.BOX
-    )
-    if UNIT_TRANSLATIONS:
-        config["translation_key"] = key
-    return NumberSelector(config)
+    translation = {"translation_key": key} if UNIT_TRANSLATIONS else {}
+    config = {
+        "step": 1,
+        "unit_of_measurement": unit,
+        "mode": NumberSelectorMode.BOX,
+        **translation,
+    }
+    return NumberSelector(cast("NumberSelectorConfig", config))
 
 
 def _line_schema() -> dict[Any, Any]:
