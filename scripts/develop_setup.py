@@ -83,7 +83,7 @@ def onboard(hass: HassProcess, login: dict[str, str]) -> None:
     )
     # Entries for integrations that cannot work offline (a red "Failed to set
     # up" card would be the first thing a newcomer sees).
-    hass._remove_onboarding_entries()  # noqa: SLF001 - same repository
+    hass._remove_onboarding_entries()
 
 
 def log_in(hass: HassProcess, login: dict[str, str]) -> None:
@@ -161,7 +161,7 @@ def main() -> None:
         ("Password", login["password"]),
         ("Balancer entry", title),
     )
-    print("\n".join(f"  {label:<18}{value}" for label, value in rows))  # noqa: T201
+    print("\n".join(f"  {label:<18}{value}" for label, value in rows))
 
 
 if __name__ == "__main__":
