@@ -112,6 +112,30 @@ def log_in(hass: HassProcess, login: dict[str, str]) -> None:
     hass.token = _token_from_code(hass, result["result"])
 
 
+def keep_http_config(hass: HassProcess) -> None:
+    """Keep the loopback address and port of configuration.yaml.
+
+    Home Assistant 2026.11 moves the http: block into its storage as a
+    trial, asks in a dialog to confirm it, and goes back to port 8123 on all
+    addresses five minutes later if nobody does. Confirmed here, and its
+    "YAML is deprecated" repair hidden: develop must set the port before the
+    first start. Older versions have neither (unknown command: nothing to do).
+    """
+    for command, payload in (
+        ("http/config/promote", {}),
+        (
+            "repairs/ignore_issue",
+            {"domain": "http", "issue_id": "deprecated_yaml", "ignore": True},
+        ),
+    ):
+        message = hass.ws_message(command, **payload)
+        error = message.get("error", {}).get("code")
+        if not message["success"] and error not in ("unknown_command", "not_found"):
+            if error != "not_allowed":  # already promoted (--keep)
+                msg = f"{command} failed: {json.dumps(message)}"
+                raise SystemExit(msg)
+
+
 def add_balancer(hass: HassProcess, url: str) -> dict[str, Any]:
     """Add the balancer at *url* through the config flow, as the dialog does."""
     flow = hass.post("/api/config/config_entries/flow", {"handler": DOMAIN})
@@ -150,6 +174,7 @@ def main() -> None:
         onboard(hass, login)
     else:
         log_in(hass, login)
+    keep_http_config(hass)
     entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
     # A kept configuration has its balancer already (on the same port).
     if entries:

@@ -216,7 +216,9 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Choose how the balancer is connected."""
-        return self.async_show_menu(menu_options=["pick_bluetooth", "serial"])
+        return self.async_show_menu(
+            step_id="user", menu_options=["pick_bluetooth", "serial"]
+        )
 
     async def async_step_pick_bluetooth(
         self, user_input: dict[str, Any] | None = None
