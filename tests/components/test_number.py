@@ -450,9 +450,9 @@ async def test_names_are_short(hass: HomeAssistant, entry: MockConfigEntry) -> N
     """
     await setup_entry(hass, entry)
     names = [
-        hass.states.get(entity_id).attributes["friendly_name"].removeprefix(
-            "Balancer 16S "
-        )
+        hass.states.get(entity_id)
+        .attributes["friendly_name"]
+        .removeprefix("Balancer 16S ")
         for entity_id in hass.states.async_entity_ids(NUMBER_DOMAIN)
     ]
     assert names

@@ -436,9 +436,7 @@ async def test_two_writes_at_once(
     assert balancer.balance_delta_voltage == 0.035
     assert balancer.balance_start_voltage == 3.45
     assert len(balancer.writes) == 2
-    assert (
-        float(hass.states.get(number_id(Setting.BALANCE_DELTA_VOLTAGE)).state) == 35
-    )
+    assert float(hass.states.get(number_id(Setting.BALANCE_DELTA_VOLTAGE)).state) == 35
     assert (
         float(hass.states.get(number_id(Setting.BALANCE_START_VOLTAGE)).state) == 3.45
     )
