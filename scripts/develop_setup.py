@@ -19,6 +19,7 @@ Python of .venv-hass (scripts/in-root .venv-hass/bin/python ...).
 from __future__ import annotations
 
 import argparse
+from http import HTTPStatus
 import json
 from pathlib import Path
 import secrets
@@ -34,6 +35,13 @@ DOMAIN = "active_balancer"
 OWNER_NAME = "Developer"
 OWNER_USERNAME = "dev"
 NOTHING_TO_DO = frozenset({"unknown_command", "not_found", "not_allowed"})
+"""Older versions (unknown command); --keep (nothing pending any more)."""
+DEVELOP_ISSUES = (
+    ("http", "deprecated_yaml"),
+    ("http", "yaml_still_present_after_migration"),  # --keep
+    ("homeassistant", "deprecated_method"),
+    ("homeassistant", "country_not_configured"),
+)
 
 
 def _login(path: Path) -> dict[str, str]:
@@ -118,23 +126,26 @@ def keep_http_config(hass: HassProcess) -> None:
 
     Home Assistant 2026.11 moves the http: block into its storage as a
     trial, asks in a dialog to confirm it, and goes back to port 8123 on all
-    addresses five minutes later if nobody does. Confirmed here, and its
-    "YAML is deprecated" repair hidden: develop must set the port before the
-    first start. Older versions have neither (unknown command: nothing to do).
+    addresses five minutes later if nobody does. Confirmed here. Older
+    versions have no such command: nothing to do.
     """
-    for command, payload in (
-        ("http/config/promote", {}),
-        (
-            "repairs/ignore_issue",
-            {"domain": "http", "issue_id": "deprecated_yaml", "ignore": True},
-        ),
-    ):
-        message = hass.ws_message(command, **payload)
-        error = message.get("error", {}).get("code")
-        # Older versions: unknown command; --keep: nothing pending any more.
-        if not message["success"] and error not in NOTHING_TO_DO:
-            msg = f"{command} failed: {json.dumps(message)}"
-            raise SystemExit(msg)
+    message = hass.ws_message("http/config/promote")
+    if not message["success"] and message["error"]["code"] not in NOTHING_TO_DO:
+        msg = f"http/config/promote failed: {json.dumps(message)}"
+        raise SystemExit(msg)
+
+
+def hide_setup_notes(hass: HassProcess) -> None:
+    """Hide the repairs about this development set-up, not about the balancer.
+
+    The http: block in YAML (develop must set the port before the first
+    start; a kept configuration uses the stored one, so keep HASS_PORT the
+    same with --keep), the "Core" installation method, no country chosen.
+    """
+    for domain, issue in DEVELOP_ISSUES:
+        hass.ws_message(
+            "repairs/ignore_issue", domain=domain, issue_id=issue, ignore=True
+        )
 
 
 def add_balancer(hass: HassProcess, url: str) -> dict[str, Any]:
@@ -170,12 +181,15 @@ def main() -> None:
     hass.client_id = f"{hass.url}/"
     login = _login(args.login)
     steps = hass.session.get(f"{hass.url}/api/onboarding", timeout=HTTP_TIMEOUT)
-    steps.raise_for_status()
-    if any(step["step"] == "user" and not step["done"] for step in steps.json()):
+    # Once onboarding is done (a kept configuration) the view is gone: 404.
+    if steps.status_code != HTTPStatus.NOT_FOUND:
+        steps.raise_for_status()
+    if steps.ok and any(s["step"] == "user" and not s["done"] for s in steps.json()):
         onboard(hass, login)
     else:
         log_in(hass, login)
     keep_http_config(hass)
+    hide_setup_notes(hass)
     entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
     # A kept configuration has its balancer already (on the same port).
     if entries:
