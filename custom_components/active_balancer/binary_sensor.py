@@ -1,4 +1,4 @@
-"""Binary sensors: balancing, the manuals' four alarms, other faults, link."""
+"""Binary sensors: balancing, the manuals' four alarms, the link."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from homeassistant.components.binary_sensor import (
 )
 from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import BalancerConfigEntry
 from .coordinator import BalancerData
 from .entity import BalancerEntity
-from .protocol import Alarm
 
 try:  # Home Assistant 2026.10 and newer
     from homeassistant.components.binary_sensor.const import BinarySensorDeviceClass
@@ -45,19 +45,6 @@ def _group(name: str) -> BalancerBinarySensorDescription:
     )
 
 
-def _flag(alarm: Alarm) -> BalancerBinarySensorDescription:
-    return BalancerBinarySensorDescription(
-        key=f"alarm_{alarm.name.lower()}",
-        translation_key=f"alarm_{alarm.name.lower()}",
-        device_class=BinarySensorDeviceClass.PROBLEM,
-        entity_category=EntityCategory.DIAGNOSTIC,
-        entity_registry_enabled_default=False,
-        value_fn=lambda d: alarm in d.reading.alarms.flags,
-    )
-
-
-_GROUPED = {alarm for pair in ALARM_GROUPS.values() for alarm in pair}
-
 BINARY_SENSORS: tuple[BalancerBinarySensorDescription, ...] = (
     BalancerBinarySensorDescription(
         key="balancing",
@@ -65,8 +52,10 @@ BINARY_SENSORS: tuple[BalancerBinarySensorDescription, ...] = (
         device_class=BinarySensorDeviceClass.RUNNING,
         value_fn=lambda d: d.reading.balancing,
     ),
+    # Only the four alarms the manuals say a balancer shows. The other bits
+    # of the mask are a BMS's (MOSFETs, current, state of charge); a balancer
+    # never sets them. The raw mask is in the diagnostics.
     *(_group(name) for name in ALARM_GROUPS),
-    *(_flag(alarm) for alarm in Alarm if alarm not in _GROUPED),
 )
 
 CONNECTIVITY = BalancerBinarySensorDescription(
@@ -89,7 +78,18 @@ async def async_setup_entry(
         BalancerBinarySensor(coordinator, description) for description in BINARY_SENSORS
     ]
     entities.append(ConnectivitySensor(coordinator, CONNECTIVITY))
+    _remove_dropped(hass, entry, {entity.unique_id for entity in entities})
     async_add_entities(entities)
+
+
+def _remove_dropped(
+    hass: HomeAssistant, entry: BalancerConfigEntry, kept: set[str | None]
+) -> None:
+    """Remove the BMS fault bits earlier versions registered (disabled)."""
+    registry = er.async_get(hass)
+    for registered in er.async_entries_for_config_entry(registry, entry.entry_id):
+        if registered.domain == "binary_sensor" and registered.unique_id not in kept:
+            registry.async_remove(registered.entity_id)
 
 
 class BalancerBinarySensor(BalancerEntity, BinarySensorEntity):

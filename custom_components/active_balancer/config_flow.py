@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import logging
-from typing import Any
+from typing import Any, cast
 
 from homeassistant.components import usb
 from homeassistant.components.bluetooth import (
@@ -30,7 +30,6 @@ from homeassistant.helpers.selector import (
     SelectSelectorMode,
     TextSelector,
 )
-from homeassistant.util.ulid import ulid_now
 import serialx
 
 try:  # Home Assistant 2026.10 and newer validate with probatio
@@ -56,11 +55,14 @@ from .const import (
     DEFAULT_SETTINGS_EVERY,
     DOMAIN,
     MAX_POLL_INTERVAL,
+    MAX_SETTINGS_EVERY,
     MIN_POLL_INTERVAL,
+    MIN_SETTINGS_EVERY,
     PROTOCOL_AUTO,
     TRANSPORT_BLE,
     TRANSPORT_SERIAL,
 )
+from .coordinator import port_suffix, serial_title
 from .protocol import (
     BalancerError,
     BalancerTimeout,
@@ -76,6 +78,12 @@ from .protocol.serial import check_port
 _LOGGER = logging.getLogger(__name__)
 
 MANUAL_PORT = "manual"
+UNIT_SECONDS = "s"
+UNIT_POLLS = "polls"
+UNIT_TRANSLATIONS = "translation_key" in NumberSelectorConfig.__annotations__
+"""Whether number selectors translate their unit (newer Home Assistant)."""
+LINE_ERRORS = frozenset({"no_response", "not_a_balancer", "cannot_connect"})
+"""Probe errors a wrong baud rate, protocol or address can cause."""
 BAUDRATES = ["1200", "2400", "4800", "9600", "19200", "38400", "57600", "115200"]
 PROTOCOLS = [PROTOCOL_AUTO, *(variant.value for variant in Variant)]
 
@@ -156,12 +164,9 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         }
 
     def _title(self, data: Mapping[str, Any]) -> str:
-        """A short title: entity ids are made from it (balancer_16s_...)."""
+        """Size, and how the balancer is reached: tells two entries apart."""
         assert self._info is not None
-        title = f"Balancer {self._cells}S"
-        if self._info.variant is Variant.P81:
-            title += f" #{data[CONF_RS485_ADDRESS]}"
-        return title
+        return serial_title(data, self._cells)
 
     # --- Bluetooth ------------------------------------------------------------
 
@@ -292,9 +297,16 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
 
     # --- serial ---------------------------------------------------------------
 
-    async def _port_options(self) -> list[SelectOptionDict]:
+    async def _port_options(self) -> tuple[list[SelectOptionDict], str]:
+        """The ports to pick from, and the one to preselect.
+
+        A USB adapter is preselected where there is one; otherwise "enter a
+        path or URL", not a built-in UART such as /dev/ttyS0 that is almost
+        never the balancer's.
+        """
         ports = await serialx.async_list_serial_ports()
         options: list[SelectOptionDict] = []
+        default = MANUAL_PORT
         for port in ports:
             path = await self.hass.async_add_executor_job(
                 usb.get_serial_by_id, port.device
@@ -308,8 +320,10 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
                 port.pid,
             )
             options.append(SelectOptionDict(value=path, label=label))
+            if port.vid is not None and default == MANUAL_PORT:
+                default = path
         options.append(SelectOptionDict(value=MANUAL_PORT, label=MANUAL_PORT))
-        return options
+        return options, default
 
     async def async_step_serial(
         self, user_input: dict[str, Any] | None = None
@@ -323,14 +337,15 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             result = await self._async_serial_done(user_input, errors)
             if result is not None:
                 return result
+        options, default = await self._port_options()
         return self.async_show_form(
             step_id="serial",
             data_schema=self.add_suggested_values_to_schema(
                 vol.Schema(
                     {
-                        vol.Required(CONF_PORT): SelectSelector(
+                        vol.Required(CONF_PORT, default=default): SelectSelector(
                             SelectSelectorConfig(
-                                options=await self._port_options(),
+                                options=options,
                                 translation_key="port",
                                 mode=SelectSelectorMode.DROPDOWN,
                             )
@@ -346,7 +361,12 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
     async def async_step_serial_manual(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Type a device path or a socket:// / rfc2217:// URL."""
+        """Type a device path or a socket:// / rfc2217:// URL.
+
+        The line settings were chosen on the serial step and are not asked
+        again; only after a failed probe they are shown here too, so that a
+        wrong baud rate, protocol or address can be corrected.
+        """
         errors: dict[str, str] = {}
         if user_input is not None and CONF_PORT in user_input:
             self._serial_input = self._serial_input | user_input
@@ -358,42 +378,43 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             for key, value in self._serial_input.items()
             if not (key == CONF_PORT and value == MANUAL_PORT)
         }
+        fields: dict[Any, Any] = {vol.Required(CONF_PORT): TextSelector()}
+        if errors.get("base") in LINE_ERRORS:
+            fields |= _line_schema()
         return self.async_show_form(
             step_id="serial_manual",
             data_schema=self.add_suggested_values_to_schema(
-                vol.Schema({vol.Required(CONF_PORT): TextSelector(), **_line_schema()}),
-                suggested,
+                vol.Schema(fields), suggested
             ),
             errors=errors,
         )
 
     async def _async_serial_done(
-        self, user_input: dict[str, Any], errors: dict[str, str]
+        self,
+        user_input: dict[str, Any],
+        errors: dict[str, str],
     ) -> ConfigFlowResult | None:
         """Probe; create the entry or fill *errors* and return None."""
         data = await self._async_check_serial(user_input, errors)
         if data is None:
             return None
         assert self._info is not None
-        if self._port_in_use(data):
-            return self.async_abort(reason="already_configured")
-        unique_id = self._info.serial_number
-        if unique_id is None:
-            # No serial number: the port and address are the identity. An
-            # entry reconfigured onto another port keeps its old id, so a new
-            # balancer on that old port gets a fresh one.
-            unique_id = _port_identity(data)
-            if unique_id in self._async_current_ids(include_ignore=False):
-                unique_id = f"{unique_id}-{ulid_now()}"
-        await self.async_set_unique_id(unique_id, raise_on_progress=False)
-        self._abort_if_unique_id_configured()
-        return self.async_create_entry(
-            title=self._title(data),
-            data=data,
-        )
+        if abort := self._port_taken(data):
+            return abort
+        if self._info.serial_number is not None:
+            # The machine code identifies the balancer on whatever port.
+            await self.async_set_unique_id(
+                self._info.serial_number, raise_on_progress=False
+            )
+            self._abort_if_unique_id_configured()
+        # Without one there is no unique id: a port or URL is not the identity
+        # of a device (it may be moved). _port_taken refused duplicates.
+        return self.async_create_entry(title=self._title(data), data=data)
 
     async def _async_check_serial(
-        self, user_input: Mapping[str, Any], errors: dict[str, str]
+        self,
+        user_input: Mapping[str, Any],
+        errors: dict[str, str],
     ) -> dict[str, Any] | None:
         """Validate and probe a serial configuration; None when it failed."""
         try:
@@ -418,17 +439,38 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         data[CONF_VARIANT] = self._info.variant.value
         return data
 
-    def _port_in_use(
+    def _port_taken(
         self, data: Mapping[str, Any], ignore: ConfigEntry | None = None
-    ) -> bool:
-        """Whether another entry already uses this port and RS485 address."""
-        identity = _port_identity(data)
-        return any(
-            entry is not ignore
-            and entry.data.get(CONF_TRANSPORT) == TRANSPORT_SERIAL
-            and _port_identity(entry.data) == identity
-            for entry in self._async_current_entries(include_ignore=False)
-        )
+    ) -> ConfigFlowResult | None:
+        """Refuse a second entry for a balancer that already has one.
+
+        Only p81 has an address: boards with different addresses share a port.
+        D2 and A5 reach the one balancer on the port whatever address is set,
+        so any other entry on that port is the same balancer.
+        """
+        for entry in self._async_current_entries(include_ignore=False):
+            if (
+                entry is ignore
+                or entry.data.get(CONF_TRANSPORT) != TRANSPORT_SERIAL
+                or entry.data.get(CONF_PORT) != data[CONF_PORT]
+            ):
+                continue
+            theirs = entry.data.get(CONF_VARIANT)
+            if data[CONF_VARIANT] == Variant.P81 and theirs == Variant.P81:
+                # Two p81 boards: the same address is the same board.
+                if entry.data.get(CONF_RS485_ADDRESS) == data[CONF_RS485_ADDRESS]:
+                    return self.async_abort(reason="already_configured")
+                continue
+            single = theirs if data[CONF_VARIANT] == Variant.P81 else data[CONF_VARIANT]
+            return self.async_abort(
+                reason="port_in_use",
+                description_placeholders={
+                    "title": entry.title,
+                    "port": str(data[CONF_PORT]),
+                    "protocol": str(single or "").upper(),
+                },
+            )
+        return None
 
     # --- reconfigure ----------------------------------------------------------
 
@@ -443,9 +485,12 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         if user_input is not None:
             data = await self._async_check_serial(user_input, errors)
             if data is not None:
-                if self._port_in_use(data, ignore=entry):
-                    return self.async_abort(reason="already_configured")
-                return self.async_update_reload_and_abort(entry, data=data)
+                if abort := self._port_taken(data, ignore=entry):
+                    return abort
+                title = entry.title
+                if title.endswith(port_suffix(entry.data)):
+                    title = self._title(data)  # ours: follow the new port
+                return self.async_update_reload_and_abort(entry, data=data, title=title)
         suggested = user_input or {
             key: entry.data.get(key)
             for key in (CONF_PORT, CONF_BAUDRATE, CONF_PROTOCOL, CONF_RS485_ADDRESS)
@@ -468,56 +513,76 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
 
 
 class BalancerOptionsFlow(OptionsFlow):
-    """Options of one balancer."""
+    """Options of one balancer; the Bluetooth link option only over Bluetooth."""
 
     async def async_step_init(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
         """Show and save the options."""
+        ble = self.config_entry.data.get(CONF_TRANSPORT) == TRANSPORT_BLE
+        errors: dict[str, str] = {}
         if user_input is not None:
-            return self.async_create_entry(
-                data={
-                    CONF_POLL_INTERVAL: int(user_input[CONF_POLL_INTERVAL]),
-                    CONF_KEEP_CONNECTED: user_input[CONF_KEEP_CONNECTED],
-                    CONF_SETTINGS_EVERY: int(user_input[CONF_SETTINGS_EVERY]),
+            poll = user_input[CONF_POLL_INTERVAL]
+            every = user_input[CONF_SETTINGS_EVERY]
+            if not MIN_POLL_INTERVAL <= poll <= MAX_POLL_INTERVAL:
+                errors[CONF_POLL_INTERVAL] = "poll_interval_range"
+            if not MIN_SETTINGS_EVERY <= every <= MAX_SETTINGS_EVERY:
+                errors[CONF_SETTINGS_EVERY] = "settings_every_range"
+            if not errors:
+                options: dict[str, Any] = {
+                    CONF_POLL_INTERVAL: int(poll),
+                    CONF_SETTINGS_EVERY: int(every),
                 }
-            )
-        options = self.config_entry.options
+                if ble:
+                    options[CONF_KEEP_CONNECTED] = user_input[CONF_KEEP_CONNECTED]
+                return self.async_create_entry(data=options)
+        current = self.config_entry.options
+        fields: dict[Any, Any] = {
+            vol.Required(
+                CONF_POLL_INTERVAL,
+                default=current.get(CONF_POLL_INTERVAL, DEFAULT_POLL_INTERVAL),
+            ): _count_selector(CONF_POLL_INTERVAL, UNIT_SECONDS),
+            vol.Required(
+                CONF_SETTINGS_EVERY,
+                default=current.get(CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY),
+            ): _count_selector(CONF_SETTINGS_EVERY, UNIT_POLLS),
+        }
+        if ble:
+            fields[
+                vol.Required(
+                    CONF_KEEP_CONNECTED,
+                    default=current.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED),
+                )
+            ] = BooleanSelector()
         return self.async_show_form(
             step_id="init",
-            data_schema=vol.Schema(
-                {
-                    vol.Required(
-                        CONF_POLL_INTERVAL,
-                        default=options.get(CONF_POLL_INTERVAL, DEFAULT_POLL_INTERVAL),
-                    ): NumberSelector(
-                        NumberSelectorConfig(
-                            min=MIN_POLL_INTERVAL,
-                            max=MAX_POLL_INTERVAL,
-                            step=1,
-                            unit_of_measurement="s",
-                            mode=NumberSelectorMode.BOX,
-                        )
-                    ),
-                    vol.Required(
-                        CONF_KEEP_CONNECTED,
-                        default=options.get(
-                            CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED
-                        ),
-                    ): BooleanSelector(),
-                    vol.Required(
-                        CONF_SETTINGS_EVERY,
-                        default=options.get(
-                            CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY
-                        ),
-                    ): NumberSelector(
-                        NumberSelectorConfig(
-                            min=1, max=1000, step=1, mode=NumberSelectorMode.BOX
-                        )
-                    ),
-                }
+            data_schema=self.add_suggested_values_to_schema(
+                vol.Schema(fields), user_input
             ),
+            errors=errors,
+            description_placeholders={
+                "poll_min": str(MIN_POLL_INTERVAL),
+                "poll_max": str(MAX_POLL_INTERVAL),
+                "every_min": str(MIN_SETTINGS_EVERY),
+                "every_max": str(MAX_SETTINGS_EVERY),
+            },
         )
+
+
+def _count_selector(key: str, unit: str) -> NumberSelector:
+    """A whole number in a box, with its unit (translated where HA can).
+
+    No minimum or maximum here: the selector's own check would answer with
+    Home Assistant's bare "Value 2.0 is too small"; the step explains the range.
+    """
+    translation = {"translation_key": key} if UNIT_TRANSLATIONS else {}
+    config = {
+        "step": 1,
+        "unit_of_measurement": unit,
+        "mode": NumberSelectorMode.BOX,
+        **translation,
+    }
+    return NumberSelector(cast("NumberSelectorConfig", config))
 
 
 def _line_schema() -> dict[Any, Any]:
@@ -537,7 +602,3 @@ def _line_schema() -> dict[Any, Any]:
             NumberSelectorConfig(min=1, max=15, step=1, mode=NumberSelectorMode.BOX)
         ),
     }
-
-
-def _port_identity(data: Mapping[str, Any]) -> str:
-    return f"{data[CONF_PORT]}-{data.get(CONF_RS485_ADDRESS, DEFAULT_RS485_ADDRESS)}"

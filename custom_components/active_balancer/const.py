@@ -30,6 +30,8 @@ MIN_POLL_INTERVAL: Final = 5
 MAX_POLL_INTERVAL: Final = 3600
 DEFAULT_KEEP_CONNECTED: Final = True
 DEFAULT_SETTINGS_EVERY: Final = 10
+MIN_SETTINGS_EVERY: Final = 1
+MAX_SETTINGS_EVERY: Final = 1000
 
 LINK_QUALITY_WINDOW: Final = 100
 """Polls over which the link quality is computed."""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from homeassistant.components import bluetooth
 from homeassistant.const import CONF_ADDRESS
@@ -28,8 +29,11 @@ from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, Upda
 from .const import (
     CONF_KEEP_CONNECTED,
     CONF_POLL_INTERVAL,
+    CONF_PORT,
+    CONF_RS485_ADDRESS,
     CONF_SETTINGS_EVERY,
     CONF_TRANSPORT,
+    CONF_VARIANT,
     DEFAULT_KEEP_CONNECTED,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_SETTINGS_EVERY,
@@ -37,6 +41,7 @@ from .const import (
     LINK_QUALITY_WINDOW,
     MISWIRED_POLLS,
     TRANSPORT_BLE,
+    TRANSPORT_SERIAL,
 )
 from .protocol import (
     BalancerClient,
@@ -48,6 +53,7 @@ from .protocol import (
     Reading,
     Setting,
     Settings,
+    Variant,
     WriteNotConfirmed,
 )
 from .protocol.model import MIN_PACK_VOLTAGE
@@ -143,6 +149,17 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         self._late_writes.append(write)
         return True
 
+    @property
+    def identity(self) -> str:
+        """What the device and the entities' unique ids are built from.
+
+        The entry's unique id (the serial number, the Bluetooth address, or the
+        port of entries made by earlier versions); the entry id where a serial
+        balancer reports no serial number.
+        """
+        entry = self.config_entry
+        return entry.unique_id or entry.entry_id
+
     @cached_property
     def device_info(self) -> HaDeviceInfo:
         """The device all of this balancer's entities belong to."""
@@ -151,10 +168,15 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         connections = set()
         if entry.data[CONF_TRANSPORT] == TRANSPORT_BLE:
             connections.add((CONNECTION_BLUETOOTH, entry.data[CONF_ADDRESS]))
+        name = entry.title
+        if entry.data[CONF_TRANSPORT] == TRANSPORT_SERIAL:
+            # Short (entity ids are made from it): the title without the port
+            # the config flow added. A title the user gave stays as it is.
+            name = name.removesuffix(port_suffix(entry.data))
         return HaDeviceInfo(
-            identifiers={(DOMAIN, str(entry.unique_id))},
+            identifiers={(DOMAIN, self.identity)},
             connections=connections,
-            name=entry.title,
+            name=name,
             manufacturer=MANUFACTURER,
             model=f"Smart Active Balancer {self.data.reading.cell_count}S",
             sw_version=info.software_version,
@@ -246,8 +268,15 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         self._check_repairs(data)
         return data
 
-    async def async_write(self, setting: Setting, value: float | bool) -> None:
-        """The one write helper: validate, write, read back, show at once."""
+    async def async_write(
+        self, setting: Setting, value: float | bool, *, name: str | None = None
+    ) -> None:
+        """The one write helper: validate, write, read back, show at once.
+
+        *name* is the setting's name as the user sees it, for the messages.
+        After the confirmed write, one live read shows at once what the change
+        affects (balancing state, current) instead of at the next poll.
+        """
         try:
             self.client.check(setting, value)
             if not self.last_update_success:
@@ -259,13 +288,14 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key=f"invalid_{err.reason}",
-                translation_placeholders=err.placeholders,
+                translation_placeholders=err.placeholders
+                | {"setting": name or setting.value},
             ) from err
         except NotSupported as err:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key="not_writable",
-                translation_placeholders={"setting": setting.value},
+                translation_placeholders={"setting": name or setting.value},
             ) from err
         except WriteNotConfirmed as err:
             raise HomeAssistantError(
@@ -279,14 +309,20 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
                 translation_key="write_failed",
                 translation_placeholders={"error": str(err)},
             ) from err
-        if self.data is not None:
-            self.async_set_updated_data(
-                dataclasses.replace(
-                    self.data,
-                    settings=self.client.settings,
-                    unanswered=dict(self.client.unanswered),
-                )
+        reading = self.data.reading
+        try:
+            reading = await self.client.read_live()
+        except BalancerError as err:
+            # The write itself is confirmed; the next poll reads the rest.
+            _LOGGER.debug("Live read after the write failed: %s", err)
+        self.async_set_updated_data(
+            dataclasses.replace(
+                self.data,
+                reading=reading,
+                settings=self.client.settings,
+                unanswered=dict(self.client.unanswered),
             )
+        )
 
     # --- repairs --------------------------------------------------------------
 
@@ -357,6 +393,24 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             ir.async_delete_issue(
                 self.hass, DOMAIN, f"{key}_{self.config_entry.entry_id}"
             )
+
+
+def serial_title(data: Mapping[str, Any], cells: int) -> str:
+    """The title of a serial entry: its size, and how it is reached.
+
+    "Balancer 16S on /dev/ttyUSB0"; p81 boards add their RS485 address
+    ("Balancer 16S #2 on ..."), so that boards on one bus differ. The device
+    is named without the port part (entity ids are made from its name).
+    """
+    name = f"Balancer {cells}S"
+    if data.get(CONF_VARIANT) == Variant.P81:
+        name += f" #{data[CONF_RS485_ADDRESS]}"
+    return name + port_suffix(data)
+
+
+def port_suffix(data: Mapping[str, Any]) -> str:
+    """The part of a serial entry's title that says where it is reached."""
+    return f" on {data[CONF_PORT]}"
 
 
 def _chemistry_name(chemistry: Chemistry | None) -> str:

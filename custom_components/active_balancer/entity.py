@@ -34,8 +34,7 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
         """Create the entity described by *description*."""
         super().__init__(coordinator)
         self.entity_description = description
-        entry = coordinator.config_entry
-        self._attr_unique_id = f"{entry.unique_id}-{description.key}"
+        self._attr_unique_id = f"{coordinator.identity}-{description.key}"
         self._attr_device_info = coordinator.device_info
         self._written: Any = None
 

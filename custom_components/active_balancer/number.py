@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
+from typing import Any
 
 from homeassistant.components.number import (
     NumberDeviceClass,
@@ -18,9 +20,11 @@ from homeassistant.const import (
     UnitOfTime,
 )
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from . import BalancerConfigEntry
+from .const import DOMAIN
 from .coordinator import BalancerCoordinator
 from .entity import BalancerEntity
 from .protocol import Setting
@@ -28,12 +32,17 @@ from .protocol.rules import RULES
 
 PARALLEL_UPDATES = 1
 
+OPEN_RANGE = 1e6
+"""What Home Assistant's own range check is given (see :class:`BalancerNumber`)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class BalancerNumberDescription(NumberEntityDescription):
     """A setting shown as a number; range and step come from the rules."""
 
     setting: Setting
+    scale: int = 1
+    """Shown units per unit of the rules: 1000 shows a rule in volts in mV."""
 
 
 def _number(
@@ -41,6 +50,7 @@ def _number(
     unit: str,
     device_class: NumberDeviceClass | None,
     *,
+    scale: int = 1,
     enabled: bool = True,
 ) -> BalancerNumberDescription:
     rule = RULES[setting]
@@ -48,11 +58,12 @@ def _number(
         key=setting.value,
         translation_key=setting.value,
         setting=setting,
+        scale=scale,
         native_unit_of_measurement=unit,
         device_class=device_class,
-        native_min_value=rule.minimum,
-        native_max_value=rule.maximum,
-        native_step=rule.step,
+        native_min_value=round(rule.minimum * scale, 6),
+        native_max_value=round(rule.maximum * scale, 6),
+        native_step=round(rule.step * scale, 6),
         mode=NumberMode.BOX,
         entity_category=EntityCategory.CONFIG,
         entity_registry_enabled_default=enabled,
@@ -64,7 +75,13 @@ CELSIUS = UnitOfTemperature.CELSIUS
 
 NUMBERS: tuple[BalancerNumberDescription, ...] = (
     _number(Setting.BALANCE_START_VOLTAGE, VOLT, NumberDeviceClass.VOLTAGE),
-    _number(Setting.BALANCE_DELTA_VOLTAGE, VOLT, NumberDeviceClass.VOLTAGE),
+    # Both manuals give the delta in mV ("≥ 20 mV"); the rules keep volts.
+    _number(
+        Setting.BALANCE_DELTA_VOLTAGE,
+        UnitOfElectricPotential.MILLIVOLT,
+        NumberDeviceClass.VOLTAGE,
+        scale=1000,
+    ),
     _number(Setting.SLEEP_TIME, UnitOfTime.SECONDS, NumberDeviceClass.DURATION),
     _number(
         Setting.CELL_OVERVOLTAGE_ALARM, VOLT, NumberDeviceClass.VOLTAGE, enabled=False
@@ -108,8 +125,20 @@ async def async_setup_entry(
     )
 
 
+def _figure(value: float) -> str:
+    return f"{value:g}"
+
+
 class BalancerNumber(BalancerEntity, NumberEntity):
-    """A writable setting."""
+    """A writable setting.
+
+    Its ``min``, ``max`` and ``step`` attributes are the manuals' (the rules
+    table). Home Assistant's own check of a value against them answers with
+    the entity id and no unit ("Value 0.005 for number.x is outside valid
+    range 0.02 - 1.0"), so the entity gives that check an open range and
+    checks the value itself, with a translated message that names the setting,
+    its unit and the allowed range. Nothing is written either way.
+    """
 
     entity_description: BalancerNumberDescription
 
@@ -121,38 +150,100 @@ class BalancerNumber(BalancerEntity, NumberEntity):
         self._part = coordinator.client.setting_part(description.setting)
 
     @property
+    def _integer(self) -> bool:
+        """Whether the value is a whole number ("3600 s", not "3600.0 s").
+
+        Not when Home Assistant converts it (°F): it keeps the decimals of
+        the native value then.
+        """
+        step = self.entity_description.native_step or 1
+        converted = self.unit_of_measurement != self.native_unit_of_measurement
+        return float(step).is_integer() and not converted
+
+    @property
     def native_value(self) -> float | None:
         """The value last read from or confirmed by the balancer."""
         value = getattr(self.coordinator.data.settings, self.entity_description.key)
-        return None if value is None else float(value)
-
-    def _chemistry_range(self) -> tuple[float, float] | None:
-        """The start voltage's range for the cell chemistry, where known."""
-        chemistry = self.coordinator.data.settings.chemistry
-        if self.entity_description.setting is not Setting.BALANCE_START_VOLTAGE:
+        if value is None:
             return None
-        return chemistry.voltage_range if chemistry is not None else None
+        shown = round(float(value) * self.entity_description.scale, 6)
+        return round(shown) if self._integer else shown
+
+    def _range(self) -> tuple[float, float]:
+        """The allowed range; the start voltage follows the cell chemistry."""
+        description = self.entity_description
+        chemistry = self.coordinator.data.settings.chemistry
+        if description.setting is Setting.BALANCE_START_VOLTAGE and chemistry:
+            return chemistry.voltage_range
+        assert description.native_min_value is not None
+        assert description.native_max_value is not None
+        return description.native_min_value, description.native_max_value
 
     @property
     def native_min_value(self) -> float:
-        """Lowest value; the start voltage follows the cell chemistry."""
-        limits = self._chemistry_range()
-        return limits[0] if limits else super().native_min_value
+        """Open for Home Assistant's check; the entity checks (class doc)."""
+        return -OPEN_RANGE
 
     @property
     def native_max_value(self) -> float:
-        """Highest value; the start voltage follows the cell chemistry."""
-        limits = self._chemistry_range()
-        return limits[1] if limits else super().native_max_value
+        """Open for Home Assistant's check; the entity checks (class doc)."""
+        return OPEN_RANGE
 
-    def _shown(self) -> tuple[float | None, float, float]:
-        return (self.native_value, self.native_min_value, self.native_max_value)
+    @property
+    def capability_attributes(self) -> dict[str, Any]:
+        """The manuals' range as ``min`` and ``max``, in the shown unit."""
+        attributes = dict(super().capability_attributes)
+        low, high = self._range()
+        attributes["min"] = self._shown_value(low)
+        attributes["max"] = self._shown_value(high)
+        return attributes
+
+    def _shown_value(self, native: float) -> float:
+        """A native value in the unit the user sees (°F, a chosen unit)."""
+        return self._convert_to_state_value(native, round, self.device_class)
+
+    def _shown(self) -> tuple[float | None, tuple[float, float]]:
+        return (self.native_value, self._range())
+
+    def _refuse(self, key: str, value: float, figures: dict[str, str]) -> None:
+        name = self.name if isinstance(self.name, str) else self.entity_description.key
+        raise ServiceValidationError(
+            translation_domain=DOMAIN,
+            translation_key=key,
+            translation_placeholders={
+                "setting": name,
+                "value": _figure(self._shown_value(value)),
+                "unit": self.unit_of_measurement or "",
+            }
+            | figures,
+        )
 
     async def async_set_native_value(self, value: float) -> None:
-        """Write the value to the balancer and show it once confirmed."""
+        """Check the value, write it, and show it once confirmed."""
+        description = self.entity_description
+        step = description.native_step or 1
         if self.unit_of_measurement != self.native_unit_of_measurement:
             # Entered in the user's unit (°F): take the nearest value the
             # balancer can hold, instead of refusing most of them.
-            step = self.native_step or 1
             value = round(round(value / step) * step, 6)
-        await self.coordinator.async_write(self.entity_description.setting, value)
+        assert description.native_min_value is not None
+        assert description.native_max_value is not None
+        low, high = description.native_min_value, description.native_max_value
+        if not math.isfinite(value) or not low - 1e-9 <= value <= high + 1e-9:
+            low, high = self._range()
+            self._refuse(
+                "invalid_range",
+                value,
+                {
+                    "minimum": _figure(self._shown_value(low)),
+                    "maximum": _figure(self._shown_value(high)),
+                },
+            )
+        steps = (value - low) / step
+        if abs(steps - round(steps)) > 1e-6:  # noqa: PLR2004
+            self._refuse("invalid_step", value, {"step": _figure(step)})
+        await self.coordinator.async_write(
+            description.setting,
+            round(value / description.scale, 6),
+            name=self.name if isinstance(self.name, str) else None,
+        )

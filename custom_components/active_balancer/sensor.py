@@ -60,7 +60,18 @@ SENSORS: tuple[BalancerSensorDescription, ...] = (
     _voltage("min_cell_voltage", lambda d: d.reading.min_cell_voltage),
     _voltage("max_cell_voltage", lambda d: d.reading.max_cell_voltage),
     _voltage("average_cell_voltage", lambda d: d.reading.average_cell_voltage),
-    _voltage("delta_cell_voltage", lambda d: d.reading.delta_cell_voltage),
+    # In mV like the balance delta setting it is compared with. A suggested
+    # unit applies to new entities only: existing ones keep V and history.
+    BalancerSensorDescription(
+        key="delta_cell_voltage",
+        translation_key="delta_cell_voltage",
+        device_class=SensorDeviceClass.VOLTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        native_unit_of_measurement=UnitOfElectricPotential.VOLT,
+        suggested_unit_of_measurement=UnitOfElectricPotential.MILLIVOLT,
+        suggested_display_precision=0,
+        value_fn=lambda d: d.reading.delta_cell_voltage,
+    ),
     BalancerSensorDescription(
         key="min_cell",
         translation_key="min_cell",
@@ -86,7 +97,7 @@ SENSORS: tuple[BalancerSensorDescription, ...] = (
         device_class=SensorDeviceClass.CURRENT,
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfElectricCurrent.AMPERE,
-        suggested_display_precision=3,
+        suggested_display_precision=2,
         value_fn=lambda d: d.reading.balance_current,
         # A5 has no balance current; elsewhere it is optional (unavailable
         # while the device does not answer it).
@@ -110,12 +121,18 @@ SENSORS: tuple[BalancerSensorDescription, ...] = (
 )
 
 
-def _cell_voltage(cell: int) -> BalancerSensorDescription:
-    """The voltage of cell number *cell* (1-based)."""
+def _cell_voltage(cell: int, cells: int) -> BalancerSensorDescription:
+    """The voltage of cell number *cell* (1-based) of *cells*.
+
+    The number in the name is zero-padded on packs of 10 or more cells
+    ("Cell 01 voltage"), so that the cells sort in order where Home Assistant
+    sorts by name (device page, generated dashboards). The key, and with it
+    the unique id, stays unpadded, so existing entities keep their history.
+    """
     return BalancerSensorDescription(
         key=f"cell_{cell}_voltage",
         translation_key="cell_voltage",
-        translation_placeholders={"cell": str(cell)},
+        translation_placeholders={"cell": str(cell).zfill(len(str(cells)))},
         device_class=SensorDeviceClass.VOLTAGE,
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfElectricPotential.VOLT,
@@ -133,6 +150,7 @@ def _temperature(sensor: int) -> BalancerSensorDescription:
         device_class=SensorDeviceClass.TEMPERATURE,
         state_class=SensorStateClass.MEASUREMENT,
         native_unit_of_measurement=UnitOfTemperature.CELSIUS,
+        suggested_display_precision=0,
         value_fn=lambda d: _item(d.reading.temperatures, sensor),
     )
 
@@ -154,10 +172,14 @@ def _item(values: tuple[float | None, ...], number: int) -> float | None:
     return values[number - 1] if number <= len(values) else None
 
 
+NO_CELLS = "none"
+"""State when no cell is balanced; translated (entity.sensor.*.state.none)."""
+
+
 def _cell_list(cells: frozenset[int] | None) -> str | None:
     if cells is None:
         return None
-    return ", ".join(str(cell) for cell in sorted(cells)) or "none"
+    return ", ".join(str(cell) for cell in sorted(cells)) or NO_CELLS
 
 
 async def async_setup_entry(
@@ -168,9 +190,10 @@ async def async_setup_entry(
     """Add the sensors of one balancer."""
     coordinator = entry.runtime_data
     data = coordinator.data
+    cells = data.reading.cell_count
     descriptions = [
         *(description for description in SENSORS if description.exists_fn(data)),
-        *(_cell_voltage(cell) for cell in range(1, data.reading.cell_count + 1)),
+        *(_cell_voltage(cell, cells) for cell in range(1, cells + 1)),
         *(_temperature(n) for n in range(1, len(data.reading.temperatures) + 1)),
     ]
     if coordinator.ble_link is not None:

@@ -37,24 +37,39 @@ async def test_snapshot(
     await snapshot_platform(hass, entity_registry, snapshot, entry.entry_id)
 
 
-async def test_bms_only_flags_disabled_by_default(
+ALL = {
+    BALANCING,
+    OVER_VOLTAGE,
+    UNDER_VOLTAGE,
+    "binary_sensor.balancer_16s_discharge_over_temperature",
+    "binary_sensor.balancer_16s_discharge_under_temperature",
+    "binary_sensor.balancer_16s_connection",
+}
+
+
+async def test_only_what_a_balancer_reports(
     hass: HomeAssistant, entity_registry: er.EntityRegistry, entry: MockConfigEntry
 ) -> None:
-    """Only balancing, the four alarms and the connection are enabled at first."""
+    """Balancing, the manuals' four alarms and the connection: no BMS fault bits.
+
+    Earlier versions registered the BMS-only bits (disabled); they are removed.
+    """
+    stale = entity_registry.async_get_or_create(
+        "binary_sensor",
+        "active_balancer",
+        f"{entry.unique_id}-alarm_charge_mos_adhesion",
+        config_entry=entry,
+        disabled_by=er.RegistryEntryDisabler.INTEGRATION,
+    )
     await setup_entry(hass, entry)
-    enabled = {
+    registered = {
         entity.entity_id
         for entity in er.async_entries_for_config_entry(entity_registry, entry.entry_id)
-        if entity.domain == "binary_sensor" and entity.disabled_by is None
+        if entity.domain == "binary_sensor"
     }
-    assert enabled == {
-        BALANCING,
-        OVER_VOLTAGE,
-        UNDER_VOLTAGE,
-        "binary_sensor.balancer_16s_discharge_over_temperature",
-        "binary_sensor.balancer_16s_discharge_under_temperature",
-        "binary_sensor.balancer_16s_connection",
-    }
+    assert registered == ALL
+    assert entity_registry.async_get(stale.entity_id) is None
+    assert all(entity_registry.async_get(e).disabled_by is None for e in ALL)
 
 
 async def test_cell_under_voltage_alarm(

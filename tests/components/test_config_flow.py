@@ -417,6 +417,8 @@ async def test_serial_manual_url_creates_entry(
     assert result["step_id"] == "serial"
     assert result["errors"] == {}
     assert port_options(result) == [{"value": "manual", "label": "manual"}]
+    # No USB adapter: "enter a path or URL" is preselected.
+    assert field(result, CONF_PORT).default() == "manual"
     assert field(result, CONF_BAUDRATE).default() == "9600"
     assert field(result, CONF_PROTOCOL).default() == "auto"
     assert field(result, CONF_RS485_ADDRESS).default() == 1
@@ -426,10 +428,12 @@ async def test_serial_manual_url_creates_entry(
     assert result["step_id"] == "serial_manual"
     assert result["errors"] == {}
     assert suggested(result, CONF_PORT) is None
+    # The line settings were chosen on the first form: not asked again.
+    assert [str(key) for key in result["data_schema"].schema] == [CONF_PORT]
 
     result = await submit(hass, result, port=f"  {server.url} ")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["title"] == "Balancer 16S"
+    assert result["title"] == f"Balancer 16S on {server.url}"
     assert result["data"] == {
         CONF_TRANSPORT: TRANSPORT_SERIAL,
         CONF_PORT: server.url,
@@ -441,7 +445,8 @@ async def test_serial_manual_url_creates_entry(
     assert type(result["data"][CONF_BAUDRATE]) is int
     assert type(result["data"][CONF_RS485_ADDRESS]) is int
     entry = result["result"]
-    assert entry.unique_id == f"{server.url}-1"
+    # No serial number: no unique id (a URL is not a device's identity).
+    assert entry.unique_id is None
     await hass.async_block_till_done()
     # The entry works and holds the only connection; the probe's is closed.
     assert entry.state is ConfigEntryState.LOADED
@@ -472,13 +477,15 @@ async def test_serial_listed_port_creates_entry(
         },
         {"value": "manual", "label": "manual"},
     ]
+    # The USB adapter is preselected.
+    assert field(result, CONF_PORT).default() == pty.path
     result = await submit(hass, result, port=pty.path, **LINE | {"protocol": "d2"})
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["title"] == "Balancer 16S"
+    assert result["title"] == f"Balancer 16S on {pty.path}"
     assert result["data"][CONF_PORT] == pty.path
     assert result["data"][CONF_PROTOCOL] == "d2"
     assert result["data"][CONF_VARIANT] == "d2"
-    assert result["result"].unique_id == f"{pty.path}-1"
+    assert result["result"].unique_id is None
 
 
 async def test_serial_a5_balancer_shows_its_cells(hass: HomeAssistant) -> None:
@@ -488,7 +495,7 @@ async def test_serial_a5_balancer_shows_its_cells(hass: HomeAssistant) -> None:
         result = await start_manual(hass, protocol="a5")
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == "Balancer 12S"
+        assert result["title"] == f"Balancer 12S on {server.url}"
         assert result["data"][CONF_VARIANT] == "a5"
         await hass.async_block_till_done()
         assert await hass.config_entries.async_unload(result["result"].entry_id)
@@ -551,6 +558,15 @@ async def test_serial_no_response(
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "serial_manual"
     assert result["errors"] == {"base": "no_response"}
+    # Now the line settings may be wrong: shown, with what was chosen.
+    assert [str(key) for key in result["data_schema"].schema] == [
+        CONF_PORT,
+        CONF_BAUDRATE,
+        CONF_PROTOCOL,
+        CONF_RS485_ADDRESS,
+    ]
+    assert suggested(result, CONF_BAUDRATE) == "115200"
+    assert suggested(result, CONF_PORT) == server.url
     assert hass.config_entries.async_entries(DOMAIN) == []
     # D2, p81 and A5 were all tried.
     assert balancer.requests >= 3
@@ -684,24 +700,77 @@ async def test_serial_same_url_and_address_twice(
     result = await start_manual(hass)
     result = await submit(hass, result, port=server.url)
     assert result["type"] is FlowResultType.CREATE_ENTRY
+    title = result["title"]
     await hass.async_block_till_done()
 
     result = await start_manual(hass)
     result = await submit(hass, result, port=server.url)
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert result["reason"] == "port_in_use"
+    assert result["description_placeholders"] == {
+        "title": title,
+        "port": server.url,
+        "protocol": "D2",
+    }
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
+
+
+@pytest.mark.parametrize("protocol", ["auto", "d2"])
+async def test_d2_same_balancer_with_another_address(
+    hass: HomeAssistant, server: VirtualServer, protocol: str
+) -> None:
+    """D2 ignores the address: another address on the port is the same balancer."""
+    result = await start_manual(hass)
+    result = await submit(hass, result, port=server.url)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+
+    result = await start_manual(hass, rs485_address=2, protocol=protocol)
+    result = await submit(hass, result, port=server.url)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "port_in_use"
     assert len(hass.config_entries.async_entries(DOMAIN)) == 1
 
 
 async def test_serial_port_used_by_other_entry(
     hass: HomeAssistant, server: VirtualServer, entry: MockConfigEntry
 ) -> None:
-    """An entry with another unique id on the same port and address counts."""
+    """An entry made by an earlier version (port-based unique id) counts too."""
     result = await start_manual(hass)
     result = await submit(hass, result, port=server.url)
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
+    assert result["reason"] == "port_in_use"
+    assert result["description_placeholders"]["title"] == entry.title
     assert hass.config_entries.async_entries(DOMAIN) == [entry]
+
+
+async def test_p81_on_the_port_of_a_d2_entry(
+    hass: HomeAssistant, server: VirtualServer, entry: MockConfigEntry
+) -> None:
+    """The D2 balancer on a port also answers p81: still the same balancer."""
+    result = await start_manual(hass, protocol="p81", rs485_address=1)
+    result = await submit(hass, result, port=server.url)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "port_in_use"
+    assert result["description_placeholders"]["protocol"] == "D2"
+    assert hass.config_entries.async_entries(DOMAIN) == [entry]
+
+
+async def test_d2_on_the_port_of_a_p81_entry(
+    hass: HomeAssistant, server: VirtualServer
+) -> None:
+    """A port with p81 boards has no room for a balancer without an address."""
+    MockConfigEntry(
+        domain=DOMAIN,
+        title="Balancer 16S #3 on the bus",
+        data=serial_entry_data(server.url, "p81", 3),
+    ).add_to_hass(hass)
+    result = await start_manual(hass, protocol="d2")
+    result = await submit(hass, result, port=server.url)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "port_in_use"
+    assert result["description_placeholders"]["protocol"] == "D2"
+    assert result["description_placeholders"]["title"] == "Balancer 16S #3 on the bus"
 
 
 async def test_serial_number_is_unique_id(hass: HomeAssistant) -> None:
@@ -714,7 +783,7 @@ async def test_serial_number_is_unique_id(hass: HomeAssistant) -> None:
         result = await start_manual(hass)
         result = await submit(hass, result, port=first.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == "Balancer 8S"
+        assert result["title"] == f"Balancer 8S on {first.url}"
         assert result["result"].unique_id == "DL2024SN0001"
         await hass.async_block_till_done()
 
@@ -737,20 +806,20 @@ async def test_p81_two_balancers_on_one_bus(hass: HomeAssistant) -> None:
         result = await start_manual(hass, protocol="p81", rs485_address=1)
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == "Balancer 16S #1"
+        assert result["title"] == f"Balancer 16S #1 on {server.url}"
         first_entry = result["result"]
-        assert first_entry.unique_id == f"{server.url}-1"
+        assert first_entry.unique_id is None
         await hass.async_block_till_done()
         assert first_entry.state is ConfigEntryState.LOADED
 
         result = await start_manual(hass, protocol="p81", rs485_address=2)
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
-        assert result["title"] == "Balancer 8S #2"
+        assert result["title"] == f"Balancer 8S #2 on {server.url}"
         assert result["data"][CONF_RS485_ADDRESS] == 2
         assert result["data"][CONF_VARIANT] == "p81"
         second_entry = result["result"]
-        assert second_entry.unique_id == f"{server.url}-2"
+        assert second_entry.unique_id is None
         await hass.async_block_till_done()
         assert second_entry.state is ConfigEntryState.LOADED
 
@@ -1248,7 +1317,8 @@ async def test_reconfigure_to_port_of_other_entry(
         result = await entry.start_reconfigure_flow(hass)
         result = await submit(hass, result, port=other.url, **LINE)
         assert result["type"] is FlowResultType.ABORT
-        assert result["reason"] == "already_configured"
+        assert result["reason"] == "port_in_use"
+        assert result["description_placeholders"]["title"] == "Balancer 8S"
     assert entry.data == serial_entry_data(server.url)
 
 
@@ -1273,20 +1343,24 @@ async def test_options(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "init"
+    # A serial port always stays open: no Bluetooth option.
+    assert [str(key) for key in result["data_schema"].schema] == [
+        CONF_POLL_INTERVAL,
+        CONF_SETTINGS_EVERY,
+    ]
     assert field(result, CONF_POLL_INTERVAL).default() == 30
-    assert field(result, CONF_KEEP_CONNECTED).default() is True
     assert field(result, CONF_SETTINGS_EVERY).default() == 10
+    units = {
+        str(key): selector.config["unit_of_measurement"]
+        for key, selector in result["data_schema"].schema.items()
+    }
+    assert units == {CONF_POLL_INTERVAL: "s", CONF_SETTINGS_EVERY: "polls"}
 
     result = await hass.config_entries.options.async_configure(
-        result["flow_id"],
-        {CONF_POLL_INTERVAL: 7, CONF_KEEP_CONNECTED: False, CONF_SETTINGS_EVERY: 3},
+        result["flow_id"], {CONF_POLL_INTERVAL: 7, CONF_SETTINGS_EVERY: 3}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert result["data"] == {
-        CONF_POLL_INTERVAL: 7,
-        CONF_KEEP_CONNECTED: False,
-        CONF_SETTINGS_EVERY: 3,
-    }
+    assert result["data"] == {CONF_POLL_INTERVAL: 7, CONF_SETTINGS_EVERY: 3}
     assert type(entry.options[CONF_POLL_INTERVAL]) is int
     assert type(entry.options[CONF_SETTINGS_EVERY]) is int
     await hass.async_block_till_done()
@@ -1299,9 +1373,64 @@ async def test_options(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     # The form shows the stored options next time.
     result = await hass.config_entries.options.async_init(entry.entry_id)
     assert field(result, CONF_POLL_INTERVAL).default() == 7
-    assert field(result, CONF_KEEP_CONNECTED).default() is False
     assert field(result, CONF_SETTINGS_EVERY).default() == 3
     assert await hass.config_entries.async_unload(entry.entry_id)
+
+
+@pytest.mark.parametrize(
+    ("options", "errors"),
+    [
+        ({CONF_POLL_INTERVAL: 2, CONF_SETTINGS_EVERY: 10}, "poll_interval_range"),
+        ({CONF_POLL_INTERVAL: 3601, CONF_SETTINGS_EVERY: 10}, "poll_interval_range"),
+        ({CONF_POLL_INTERVAL: 30, CONF_SETTINGS_EVERY: 0}, "settings_every_range"),
+        ({CONF_POLL_INTERVAL: 30, CONF_SETTINGS_EVERY: 1001}, "settings_every_range"),
+    ],
+)
+async def test_options_out_of_range(
+    hass: HomeAssistant, options: dict[str, int], errors: str
+) -> None:
+    """A too small or too large value gets a message with the allowed range."""
+    entry = MockConfigEntry(domain=DOMAIN, data=serial_entry_data("socket://h:1"))
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], options
+    )
+    assert result["type"] is FlowResultType.FORM
+    key = CONF_POLL_INTERVAL if errors.startswith("poll") else CONF_SETTINGS_EVERY
+    assert result["errors"] == {key: errors}
+    assert result["description_placeholders"] == {
+        "poll_min": "5",
+        "poll_max": "3600",
+        "every_min": "1",
+        "every_max": "1000",
+    }
+    # What was typed stays in the form; nothing was stored.
+    assert suggested(result, key) == options[key]
+    assert entry.options == {}
+
+
+async def test_options_ble(hass: HomeAssistant) -> None:
+    """A Bluetooth entry can keep its link open between polls."""
+    entry = ble_config_entry()
+    entry.add_to_hass(hass)
+    result = await hass.config_entries.options.async_init(entry.entry_id)
+    assert [str(key) for key in result["data_schema"].schema] == [
+        CONF_POLL_INTERVAL,
+        CONF_SETTINGS_EVERY,
+        CONF_KEEP_CONNECTED,
+    ]
+    assert field(result, CONF_KEEP_CONNECTED).default() is True
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"],
+        {CONF_POLL_INTERVAL: 60, CONF_SETTINGS_EVERY: 5, CONF_KEEP_CONNECTED: False},
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert entry.options == {
+        CONF_POLL_INTERVAL: 60,
+        CONF_SETTINGS_EVERY: 5,
+        CONF_KEEP_CONNECTED: False,
+    }
 
 
 async def test_new_balancer_on_a_port_an_entry_moved_away_from(
@@ -1312,7 +1441,7 @@ async def test_new_balancer_on_a_port_an_entry_moved_away_from(
     result = await submit(hass, result, port=server.url)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     first = result["result"]
-    assert first.unique_id == f"{server.url}-1"
+    assert first.unique_id is None
     async with await serve_tcp(VirtualBalancer(16)) as other:
         result = await hass.config_entries.flow.async_init(
             DOMAIN,
@@ -1326,8 +1455,8 @@ async def test_new_balancer_on_a_port_an_entry_moved_away_from(
         result = await submit(hass, result, port=server.url)
         assert result["type"] is FlowResultType.CREATE_ENTRY
         second = result["result"]
-        assert second.unique_id != first.unique_id
-        assert second.unique_id.startswith(f"{server.url}-1-")
+        assert second.unique_id is None
         assert second.data[CONF_PORT] == server.url
+        assert second.title == first.title.replace(other.url, server.url)
         for entry in (first, second):
             assert await hass.config_entries.async_unload(entry.entry_id)

@@ -47,7 +47,7 @@ from .conftest import (
 
 CONNECTION = "binary_sensor.balancer_16s_connection"
 LINK_QUALITY = "sensor.balancer_16s_link_quality"
-CELL_1 = "sensor.balancer_16s_cell_1_voltage"
+CELL_1 = "sensor.balancer_16s_cell_01_voltage"
 RSSI = "sensor.balancer_ble_signal_strength"
 
 
@@ -224,7 +224,7 @@ async def test_poll_writes_only_what_changed(
 
     assert sorted(written) == sorted(changed)
     # The average (3.30306 V) still shows 3.303 V.
-    assert changed == ["sensor.balancer_16s_cell_3_voltage"]
+    assert changed == ["sensor.balancer_16s_cell_03_voltage"]
 
 
 async def test_ble_rssi_and_device(

@@ -14,6 +14,7 @@ from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.active_balancer.diagnostics import _scrubber
+from custom_components.active_balancer.protocol import Alarm, Alarms
 from custom_components.active_balancer.protocol.registers import ModbusTable
 from custom_components.active_balancer.protocol.virtual import (
     FakeConnector,
@@ -134,3 +135,29 @@ def test_nothing_to_redact() -> None:
     scrub = _scrubber(None, None, "")
     assert scrub("No answer within 0.35 s") == "No answer within 0.35 s"
     assert scrub(None) is None
+
+
+class BmsBits(VirtualBalancer):
+    """A device that sets a BMS-only fault bit (charge MOSFET stuck closed)."""
+
+    @property
+    def alarms(self) -> Alarms:
+        """The threshold alarms plus the BMS bit."""
+        return Alarms.from_flags(super().alarms.flags | {Alarm.CHARGE_MOS_ADHESION})
+
+
+@pytest.mark.parametrize("balancer", [BmsBits(4)])
+async def test_bms_bits_only_in_the_diagnostics(
+    hass: HomeAssistant, hass_client: ClientSessionGenerator, entry: MockConfigEntry
+) -> None:
+    """No entity for a bit a balancer cannot raise; the raw mask shows it."""
+    await setup_entry(hass, entry)
+    assert not [
+        entity_id
+        for entity_id in hass.states.async_entity_ids("binary_sensor")
+        if "mos" in entity_id
+    ]
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    reading = diagnostics["reading"]
+    assert reading["alarms"]["raw"] == 1 << Alarm.CHARGE_MOS_ADHESION
+    assert reading["alarm_names"] == ["charge_mos_adhesion"]

@@ -43,7 +43,7 @@ async def test_setup_and_unload(
     """The entry loads, shows every cell, and unloads cleanly."""
     await setup_entry(hass, entry)
     assert entry.state is ConfigEntryState.LOADED
-    state = hass.states.get("sensor.balancer_16s_cell_1_voltage")
+    state = hass.states.get("sensor.balancer_16s_cell_01_voltage")
     assert state is not None
     assert float(state.state) == balancer.cell_voltages[0]
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -135,8 +135,8 @@ async def test_options_change_reloads(
     # Polled every 5 s now, with the settings read on every poll.
     balancer.balance_delta_voltage = 0.05
     await async_next_poll(hass, 5)
-    state = hass.states.get("number.balancer_16s_balance_delta_voltage")
-    assert state.state == "0.05"
+    state = hass.states.get("number.balancer_16s_start_delta")
+    assert state.state == "50"
 
 
 @pytest.mark.parametrize("balancer", [VirtualBalancer(8, address=2)])

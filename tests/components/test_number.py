@@ -43,11 +43,13 @@ from .conftest import (
     setup_platforms,
 )
 
-DELTA = "number.balancer_16s_balance_delta_voltage"
-START = "number.balancer_16s_balance_start_voltage"
+DELTA = "number.balancer_16s_start_delta"
+"""The balance delta voltage, in mV."""
+START = "number.balancer_16s_start_voltage"
 SLEEP_TIME = "number.balancer_16s_sleep_time"
-OVER_ALARM = "number.balancer_16s_cell_over_voltage_alarm"
-UNDER_ALARM = "number.balancer_16s_cell_under_voltage_alarm"
+OVER_ALARM = "number.balancer_16s_cell_high_alarm"
+UNDER_ALARM = "number.balancer_16s_cell_low_alarm"
+LIVE_BLOCK = 0x00
 
 D2_DELTA_REGISTER = 0xA4
 D2_START_REGISTER = 0xA3
@@ -105,21 +107,22 @@ async def test_set_value(
     balancer: VirtualBalancer,
     received: list[tuple[int, int]],
 ) -> None:
-    """One write, read back, shown at once without polling again."""
+    """One write, read back, one live read, shown at once: no full poll."""
     await setup_entry(hass, entry)
     received.clear()
 
-    await set_value(hass, DELTA, 0.03)
+    await set_value(hass, DELTA, 30)
 
     assert registers(balancer.writes) == [(D2_DELTA_REGISTER, 30)]
     assert balancer.writes[0].variant is Variant.D2
     assert balancer.balance_delta_voltage == pytest.approx(0.03)
-    # The write and its read-back; no poll.
+    # The write, its read-back and one live read; the settings are not read.
     assert received == [
         (FC_WRITE_SINGLE, D2_DELTA_REGISTER),
         (FC_READ, D2_DELTA_REGISTER),
+        (FC_READ, LIVE_BLOCK),
     ]
-    assert hass.states.get(DELTA).state == "0.03"
+    assert hass.states.get(DELTA).state == "30"
 
 
 async def test_settings_read_after_a_write(
@@ -130,7 +133,7 @@ async def test_settings_read_after_a_write(
 ) -> None:
     """The poll after a write reads every setting again (not only the live block)."""
     await setup_entry(hass, entry)
-    await set_value(hass, DELTA, 0.03)
+    await set_value(hass, DELTA, 30)
     balancer.balance_start_voltage = 3.4  # changed in the vendor app meanwhile
     received.clear()
 
@@ -143,18 +146,20 @@ async def test_settings_read_after_a_write(
 @pytest.mark.parametrize(
     "case",
     [
-        # The entity's own range: Home Assistant refuses before the balancer is
-        # asked (translation of the number integration).
-        pytest.param((DELTA, 0.019, NUMBER_DOMAIN, "out_of_range"), id="range"),
-        # The start voltage's range follows the LFP chemistry (2.5 to 3.6 V).
-        pytest.param((START, 3.7, NUMBER_DOMAIN, "out_of_range"), id="chemistry"),
-        pytest.param((START, 2.4, NUMBER_DOMAIN, "out_of_range"), id="chemistry_low"),
-        # Between the steps: refused by the integration.
-        pytest.param((DELTA, 0.0305, DOMAIN, "invalid_step"), id="step"),
-        pytest.param((SLEEP_TIME, 10.5, DOMAIN, "invalid_step"), id="sleep_step"),
+        # Outside the manuals' range: the entity's own translated message.
+        pytest.param((DELTA, 19, "invalid_range"), id="range"),
+        pytest.param((DELTA, 1001, "invalid_range"), id="range_high"),
+        pytest.param((SLEEP_TIME, -1, "invalid_range"), id="sleep_range"),
+        # Within every chemistry's range, but not LFP's (2.5 to 3.6 V).
+        pytest.param((START, 3.7, "invalid_chemistry"), id="chemistry"),
+        pytest.param((START, 2.4, "invalid_chemistry"), id="chemistry_low"),
+        pytest.param((START, 1.0, "invalid_range"), id="start_range"),
+        # Between the steps.
+        pytest.param((DELTA, 30.5, "invalid_step"), id="step"),
+        pytest.param((SLEEP_TIME, 10.5, "invalid_step"), id="sleep_step"),
         # Over-voltage alarm at or below the under-voltage alarm (2.3 V).
-        pytest.param((OVER_ALARM, 2.2, DOMAIN, "invalid_alarm_order"), id="over"),
-        pytest.param((UNDER_ALARM, 3.6, DOMAIN, "invalid_alarm_order"), id="under"),
+        pytest.param((OVER_ALARM, 2.2, "invalid_alarm_order"), id="over"),
+        pytest.param((UNDER_ALARM, 3.6, "invalid_alarm_order"), id="under"),
     ],
 )
 @pytest.mark.usefixtures("entity_registry_enabled_by_default")
@@ -162,17 +167,18 @@ async def test_refused_values(
     hass: HomeAssistant,
     entry: MockConfigEntry,
     balancer: VirtualBalancer,
-    case: tuple[str, float, str, str],
+    case: tuple[str, float, str],
 ) -> None:
     """Values the manuals forbid are refused with a message; nothing is written."""
-    entity_id, value, domain, key = case
+    entity_id, value, key = case
     await setup_entry(hass, entry)
     before = hass.states.get(entity_id).state
 
     with pytest.raises(ServiceValidationError) as err:
         await set_value(hass, entity_id, value)
 
-    assert err.value.translation_domain == domain
+    # Never Home Assistant's "Value 19 for number.x is outside valid range".
+    assert err.value.translation_domain == DOMAIN
     assert err.value.translation_key == key
     assert balancer.writes == []
     assert hass.states.get(entity_id).state == before
@@ -181,20 +187,33 @@ async def test_refused_values(
 async def test_refused_value_message(
     hass: HomeAssistant, entry: MockConfigEntry
 ) -> None:
-    """The message names the value, the step and the unit."""
+    """The message names the setting, the value, the allowed range and the unit."""
     await setup_entry(hass, entry)
     with pytest.raises(ServiceValidationError) as err:
-        await set_value(hass, DELTA, 0.0305)
+        await set_value(hass, DELTA, 5)
     assert err.value.translation_placeholders == {
-        "setting": "balance_delta_voltage",
-        "value": "0.0305",
-        "minimum": "0.02",
-        "maximum": "1",
-        "step": "0.001",
-        "unit": "V",
+        "setting": "Start delta",
+        "value": "5",
+        "minimum": "20",
+        "maximum": "1000",
+        "unit": "mV",
     }
-    assert (
-        str(err.value) == "0.0305 V is not a multiple of 0.001 V; nothing was written"
+    assert str(err.value) == (
+        "Start delta: 5 mV is outside the allowed range of 20 to 1000 mV; "
+        "nothing was written"
+    )
+
+    with pytest.raises(ServiceValidationError) as err:
+        await set_value(hass, DELTA, 30.5)
+    assert str(err.value) == (
+        "Start delta: 30.5 mV is not a multiple of 1 mV; nothing was written"
+    )
+
+    with pytest.raises(ServiceValidationError) as err:
+        await set_value(hass, START, 3.7)
+    assert str(err.value) == (
+        "A balance start voltage of 3.7 V is outside the 2.5 to 3.6 V range of "
+        "LFP cells; nothing was written"
     )
 
 
@@ -235,9 +254,9 @@ async def test_write_while_silent(
     balancer.faults = Faults(silent=True)
 
     with pytest.raises(HomeAssistantError) as err:
-        await set_value(hass, DELTA, 0.03)
+        await set_value(hass, DELTA, 30)
     assert err.value.translation_key == "write_failed"
-    assert hass.states.get(DELTA).state == "0.02"
+    assert hass.states.get(DELTA).state == "20"
 
     await async_next_poll(hass)
     assert hass.states.get(DELTA).state == STATE_UNAVAILABLE
@@ -249,7 +268,7 @@ async def test_write_while_silent(
     assert len(balancer.writes) == writes
     # The device got the write even though its answer was lost: the settings
     # are read again as soon as it answers, so what is shown is true.
-    assert hass.states.get(DELTA).state == "0.03"
+    assert hass.states.get(DELTA).state == "30"
 
 
 async def test_write_while_unavailable(
@@ -262,7 +281,7 @@ async def test_write_while_unavailable(
     assert hass.states.get(DELTA).state == STATE_UNAVAILABLE
 
     # Home Assistant does not call unavailable entities ...
-    await set_value(hass, DELTA, 0.03)
+    await set_value(hass, DELTA, 30)
     # ... and the write helper refuses on its own.
     with pytest.raises(HomeAssistantError) as err:
         await entry.runtime_data.async_write(Setting.BALANCE_DELTA_VOLTAGE, 0.03)
@@ -273,7 +292,7 @@ async def test_write_while_unavailable(
     await async_next_poll(hass)
     await async_next_poll(hass)
     assert balancer.writes == []
-    assert hass.states.get(DELTA).state == "0.02"
+    assert hass.states.get(DELTA).state == "20"
 
 
 async def test_write_not_confirmed(
@@ -287,11 +306,11 @@ async def test_write_not_confirmed(
     monkeypatch.setattr(balancer, "_apply", lambda *_: None)
 
     with pytest.raises(HomeAssistantError) as err:
-        await set_value(hass, DELTA, 0.03)
+        await set_value(hass, DELTA, 30)
 
     assert err.value.translation_key == "write_not_confirmed"
     assert registers(balancer.writes) == [(D2_DELTA_REGISTER, 30)]
-    assert hass.states.get(DELTA).state == "0.02"
+    assert hass.states.get(DELTA).state == "20"
 
 
 async def test_two_writes_at_once(
@@ -305,7 +324,7 @@ async def test_two_writes_at_once(
     received.clear()
 
     await asyncio.gather(
-        set_value(hass, DELTA, 0.03),
+        set_value(hass, DELTA, 30),
         set_value(hass, START, 3.45),
     )
 
@@ -314,11 +333,14 @@ async def test_two_writes_at_once(
         (D2_DELTA_REGISTER, 30),
     ]
     # Each write is followed by its own read-back: never interleaved.
-    assert len(received) == 4
-    for write, read_back in (received[:2], received[2:]):
+    writes = [frame for frame in received if frame != (FC_READ, LIVE_BLOCK)]
+    assert len(writes) == 4
+    for write, read_back in (writes[:2], writes[2:]):
         assert write[0] == FC_WRITE_SINGLE
         assert read_back == (FC_READ, write[1])
-    assert hass.states.get(DELTA).state == "0.03"
+    # ... and each by one live read.
+    assert received.count((FC_READ, LIVE_BLOCK)) == 2
+    assert hass.states.get(DELTA).state == "30"
     assert hass.states.get(START).state == "3.45"
 
 
@@ -336,12 +358,12 @@ async def test_p81_unconfirmed_register(
     entry.add_to_hass(hass)
     await setup_entry(hass, entry)
     # Without a chemistry, the range covers every chemistry.
-    state = hass.states.get("number.rs485_balancer_balance_start_voltage")
+    state = hass.states.get("number.rs485_balancer_start_voltage")
     assert state.attributes["min"] == 1.8
     assert state.attributes["max"] == 4.15
 
     with pytest.raises(ServiceValidationError) as err:
-        await set_value(hass, "number.rs485_balancer_balance_start_voltage", 3.2)
+        await set_value(hass, "number.rs485_balancer_start_voltage", 3.2)
 
     assert err.value.translation_key == "not_writable"
     assert balancer.writes == []
@@ -368,7 +390,7 @@ async def test_temperature_in_fahrenheit(
     """°F values are written as the nearest whole °C the balancer holds."""
     hass.config.units = US_CUSTOMARY_SYSTEM
     await setup_entry(hass, entry)
-    entity_id = "number.balancer_16s_discharge_over_temperature_alarm"
+    entity_id = "number.balancer_16s_temp_high_alarm"
     state = hass.states.get(entity_id)
     assert state.state == "185.0"
     assert state.attributes["min"] == 32.0
@@ -379,3 +401,70 @@ async def test_temperature_in_fahrenheit(
     assert registers(balancer.writes) == [(0x9C, 66 + 40)]
     assert balancer.discharge_overtemperature_alarm == 66
     assert hass.states.get(entity_id).state == "150.8"
+
+
+# What the manuals say (seeds: "balance voltage difference must be >= 20 mV",
+# "balance current is 0~1A", sleep "3600S" by default and "65535" for never),
+# and the rules table for what they leave open. Written out here, not read
+# from the rules, so that a change to either shows up.
+MANUALS = {
+    # entity id: (state of the virtual balancer, min, max, step, unit, class)
+    START: ("3.2", 2.5, 3.6, 0.001, "V", "voltage"),  # LFP's range
+    DELTA: ("20", 20, 1000, 1, "mV", "voltage"),
+    SLEEP_TIME: ("65535", 0, 65535, 1, "s", "duration"),
+    OVER_ALARM: ("3.55", 1.8, 4.5, 0.001, "V", "voltage"),
+    UNDER_ALARM: ("2.3", 1.5, 4.2, 0.001, "V", "voltage"),
+    "number.balancer_16s_temp_high_alarm": ("85", 0, 100, 1, "°C", "temperature"),
+    "number.balancer_16s_temp_low_alarm": ("-40", -40, 30, 1, "°C", "temperature"),
+    "number.balancer_16s_current_limit": ("1.0", 0, 1.0, 0.1, "A", "current"),
+}
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_attributes_follow_the_manuals(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """Range, step, unit and format of every number, as the manuals give them."""
+    await setup_entry(hass, entry)
+    shown = {}
+    for entity_id in hass.states.async_entity_ids(NUMBER_DOMAIN):
+        state = hass.states.get(entity_id)
+        attributes = state.attributes
+        shown[entity_id] = (
+            state.state,
+            attributes["min"],
+            attributes["max"],
+            attributes["step"],
+            attributes["unit_of_measurement"],
+            attributes["device_class"],
+        )
+        assert attributes["mode"] == "box"
+    assert shown == MANUALS
+
+
+async def test_names_are_short(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    """Number names fit the device page's row next to the box (no "Balance delt…").
+
+    The device page cuts a name next to a number box at about 16 characters;
+    the browser test measures the real rows.
+    """
+    await setup_entry(hass, entry)
+    names = [
+        hass.states.get(entity_id)
+        .attributes["friendly_name"]
+        .removeprefix("Balancer 16S ")
+        for entity_id in hass.states.async_entity_ids(NUMBER_DOMAIN)
+    ]
+    assert names
+    assert all(len(name) <= 16 for name in names), names
+
+
+async def test_delta_in_millivolts_is_written_in_volts(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """30 mV entered is 0.030 V on the device (30 in its mV register)."""
+    await setup_entry(hass, entry)
+    await set_value(hass, DELTA, 30)
+    assert balancer.balance_delta_voltage == pytest.approx(0.030)
+    assert registers(balancer.writes) == [(D2_DELTA_REGISTER, 30)]
+    assert hass.states.get(DELTA).state == "30"

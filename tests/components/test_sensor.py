@@ -13,6 +13,7 @@ from pytest_homeassistant_custom_component.common import (
 from syrupy.assertion import SnapshotAssertion
 
 from custom_components.active_balancer.const import DOMAIN
+from custom_components.active_balancer.protocol import BalancerTimeout
 from custom_components.active_balancer.protocol.virtual import (
     VirtualBalancer,
     VirtualServer,
@@ -50,12 +51,12 @@ async def test_cells_follow_the_device(
     balancer.set_cell_voltage(5, 3.290)
     await async_next_poll(hass)
 
-    assert hass.states.get("sensor.balancer_16s_cell_5_voltage").state == "3.29"
+    assert hass.states.get("sensor.balancer_16s_cell_05_voltage").state == "3.29"
     assert hass.states.get("sensor.balancer_16s_minimum_cell_voltage").state == "3.29"
     assert hass.states.get("sensor.balancer_16s_lowest_cell").state == "5"
     assert hass.states.get("sensor.balancer_16s_highest_cell").state == "4"
     assert (
-        hass.states.get("sensor.balancer_16s_cell_voltage_difference").state == "0.016"
+        hass.states.get("sensor.balancer_16s_cell_voltage_difference").state == "16.0"
     )
 
 
@@ -118,3 +119,88 @@ async def test_a5_has_no_balance_current(
 
     assert hass.states.get("sensor.old_balancer_balance_current") is None
     assert hass.states.get("sensor.old_balancer_cell_16_voltage").state == "3.306"
+
+
+@pytest.mark.parametrize(
+    ("cells", "expected"),
+    [(16, ("Cell 01 voltage", "Cell 10 voltage")), (9, ("Cell 1 voltage", None))],
+)
+async def test_cell_names_sort_in_order(
+    hass: HomeAssistant,
+    entity_registry: er.EntityRegistry,
+    entry: MockConfigEntry,
+    cells: int,
+    expected: tuple[str, str | None],
+) -> None:
+    """Sorted by name (device page), cell 2 comes before cell 10.
+
+    The numbers are zero-padded on packs of 10 cells or more; the unique ids
+    stay unpadded, so that existing installs keep their entities and history.
+    """
+    await setup_entry(hass, entry)
+    cell_entities = [
+        entity
+        for entity in er.async_entries_for_config_entry(entity_registry, entry.entry_id)
+        if entity.unique_id.endswith("_voltage")
+        and entity.unique_id.split("-")[-1].startswith("cell_")
+    ]
+    names = {
+        entity.unique_id.split("-")[-1]: hass.states.get(entity.entity_id)
+        .attributes["friendly_name"]
+        .removeprefix("Balancer 16S ")
+        for entity in cell_entities
+    }
+    assert len(names) == cells
+    by_name = sorted(names, key=names.__getitem__)
+    assert by_name == [f"cell_{n}_voltage" for n in range(1, cells + 1)]
+    first, tenth = expected
+    assert names["cell_1_voltage"] == first
+    if tenth:
+        assert names["cell_10_voltage"] == tenth
+
+
+async def test_balancing_follows_a_write_at_once(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """Balancer off: balancing state, current and cells follow without a poll."""
+    balancer.set_cell_voltage(2, 3.250)
+    balancer.set_cell_voltage(16, 3.400)
+    await setup_entry(hass, entry)
+    assert hass.states.get("binary_sensor.balancer_16s_balancing").state == "on"
+    assert hass.states.get("sensor.balancer_16s_balance_current").state == "1.0"
+
+    await hass.services.async_call(
+        "switch",
+        "turn_off",
+        {"entity_id": "switch.balancer_16s_balancer"},
+        blocking=True,
+    )
+
+    # No poll ran (the timer was not fired): the write's own live read did it.
+    assert hass.states.get("binary_sensor.balancer_16s_balancing").state == "off"
+    assert hass.states.get("sensor.balancer_16s_balance_current").state == "0.0"
+    assert hass.states.get("sensor.balancer_16s_cells_being_balanced").state == "none"
+
+
+async def test_live_read_after_a_write_fails(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The write is confirmed; a failed live read after it only waits for the poll."""
+    await setup_entry(hass, entry)
+    client = entry.runtime_data.client
+
+    async def fails() -> None:
+        raise BalancerTimeout("no answer")
+
+    monkeypatch.setattr(client, "read_live", fails)
+    await hass.services.async_call(
+        "number",
+        "set_value",
+        {"entity_id": "number.balancer_16s_start_delta", "value": 30},
+        blocking=True,
+    )
+    assert hass.states.get("number.balancer_16s_start_delta").state == "30"
+    assert hass.states.get("sensor.balancer_16s_cell_01_voltage").state == "3.3"

@@ -92,12 +92,12 @@ async def test_sleep_on_uses_the_manuals_default(
     await switch(hass, SERVICE_TURN_ON, SLEEP)
     assert last_write(balancer) == (D2_SLEEP_REGISTER, DEFAULT_SLEEP_TIME)
     assert hass.states.get(SLEEP).state == STATE_ON
-    assert hass.states.get(SLEEP_TIME).state == "3600.0"
+    assert hass.states.get(SLEEP_TIME).state == "3600"
 
     await switch(hass, SERVICE_TURN_OFF, SLEEP)
     assert last_write(balancer) == (D2_SLEEP_REGISTER, NEVER_SLEEP)
     assert hass.states.get(SLEEP).state == STATE_OFF
-    assert hass.states.get(SLEEP_TIME).state == "65535.0"
+    assert hass.states.get(SLEEP_TIME).state == "65535"
 
 
 async def test_sleep_on_restores_the_previous_time(

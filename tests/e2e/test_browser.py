@@ -243,7 +243,7 @@ def _add_and_use(
     voltages = balancer_thread.call(lambda: list(balancer.cell_voltages))
     sensors = page.locator("ha-card").filter(has_text="Sensors").first
     for number, volts in enumerate(voltages, start=1):
-        row = _row(sensors, CELL_NAME.format(cell=number))
+        row = _row(sensors, CELL_NAME.format(cell=f"{number:02d}"))
         expect(row).to_contain_text(f"{volts:.3f} V")
     expect(_row(sensors, BALANCING_NAME)).to_contain_text("Running")
     page.set_viewport_size(TALL_VIEWPORT)  # type: ignore[arg-type]
@@ -255,17 +255,17 @@ def _add_and_use(
     delta_row = configuration.locator("hui-number-entity-row").filter(
         has=page.get_by_text(DELTA_NAME, exact=True)
     )
-    expect(delta_row.get_by_role("spinbutton")).to_have_value("0.02")
+    expect(delta_row.get_by_role("spinbutton")).to_have_value("20")  # mV
     before = balancer_thread.call(lambda: len(balancer.writes))
 
     page.get_by_text(DELTA_NAME).first.click()
     dialog = page.locator("ha-more-info-dialog")
     expect(dialog.get_by_text(DELTA_NAME).first).to_be_visible()
     box = dialog.get_by_role("spinbutton")
-    expect(box).to_have_value("0.02")
-    box.fill("0.03")
+    expect(box).to_have_value("20")
+    box.fill("30")
     box.press("Enter")
-    expect(box).to_have_value("0.03")
+    expect(box).to_have_value("30")
     shot("number-dialog")
 
     writes = balancer_thread.call(lambda: balancer.writes[before:])
@@ -275,13 +275,13 @@ def _add_and_use(
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
     page.wait_for_timeout(500)  # let the closing animation end (screenshot only)
-    expect(delta_row.get_by_role("spinbutton")).to_have_value("0.03")
+    expect(delta_row.get_by_role("spinbutton")).to_have_value("30")
     shot("device-page-after-change")
 
     states = {
         s["entity_id"]: s["state"]
         for s in hass.get("/api/states")
-        if s["entity_id"].endswith("_balance_delta_voltage")
+        if s["entity_id"].endswith("_start_delta")
     }
-    assert list(states.values()) == ["0.03"], states
+    assert list(states.values()) == ["30"], states
     assert not hass.integration_problems()

@@ -124,7 +124,7 @@ def test_config_flow_over_rest(
     assert (options["type"], options["step_id"]) == ("form", "init"), options
     options = hass.post(
         f"/api/config/config_entries/options/flow/{options['flow_id']}",
-        {"poll_interval": POLL_INTERVAL, "keep_connected": True, "settings_every": 10},
+        {"poll_interval": POLL_INTERVAL, "settings_every": 10},
     )
     assert options["type"] == "create_entry", options
     wait_for(
@@ -150,14 +150,14 @@ def test_config_flow_over_rest(
         assert state["attributes"]["unit_of_measurement"] == "V"
         assert state["attributes"]["device_class"] == "voltage"
     assert float(states[entities["delta_cell_voltage"]]["state"]) == pytest.approx(
-        max(voltages) - min(voltages), abs=0.0015
-    )
+        1000 * (max(voltages) - min(voltages)), abs=1.5
+    )  # mV
     assert states[entities["min_cell"]]["state"] == "1"
     assert states[entities["max_cell"]]["state"] == "16"
     assert states[entities["balancing"]]["state"] == "on"
     assert states[entities["cell_undervoltage"]]["state"] == "off"
     assert states[entities["connectivity"]]["state"] == "on"
-    assert float(states[entities["balance_delta_voltage"]]["state"]) == 0.02
+    assert float(states[entities["balance_delta_voltage"]]["state"]) == 20  # mV
 
     devices = [
         device
@@ -179,17 +179,17 @@ def test_set_balance_delta(
     """number.set_value writes exactly one register and shows the new value."""
     _need(live)
     entity_id = live.entities["balance_delta_voltage"]
-    assert hass.value(entity_id) == "0.02"
+    assert hass.value(entity_id) == "20"  # mV
     before = balancer_thread.call(lambda: len(balancer.writes))
 
-    hass.call_service("number", "set_value", {"entity_id": entity_id, "value": 0.03})
+    hass.call_service("number", "set_value", {"entity_id": entity_id, "value": 30})
 
     writes = balancer_thread.call(lambda: balancer.writes[before:])
     assert [(w.variant, w.register, w.value) for w in writes] == [
         (Variant.D2, D2_BALANCE_DELTA_REGISTER, 30)
     ]
     assert balancer_thread.call(lambda: balancer.balance_delta_voltage) == 0.03
-    assert hass.value(entity_id) == "0.03"
+    assert hass.value(entity_id) == "30"
 
     # Below the manuals' 20 mV minimum: refused before anything is sent.
     # (Through the WebSocket API like the UI: Home Assistant 2025.4's REST API
@@ -198,13 +198,13 @@ def test_set_balance_delta(
         "call_service",
         domain="number",
         service="set_value",
-        service_data={"value": 0.01},
+        service_data={"value": 10},
         target={"entity_id": entity_id},
     )
     assert not refused["success"]
     assert refused["error"]["code"] == "service_validation_error", refused
     assert balancer_thread.call(lambda: len(balancer.writes)) == before + 1
-    assert hass.value(entity_id) == "0.03"
+    assert hass.value(entity_id) == "30"
 
 
 def test_automation_fires_on_cell_under_voltage(

@@ -84,9 +84,9 @@ async def typed_port(hass: HomeAssistant, port: str, **line: Any) -> FlowResult:
         result["flow_id"], {CONF_PORT: "manual", **LINE, **line}
     )
     assert result["step_id"] == "serial_manual"
-    # The form shows the line settings again: the UI sends them back.
+    # The form asks only for the port: the line settings were chosen above.
     return await hass.config_entries.flow.async_configure(
-        result["flow_id"], {CONF_PORT: port, **LINE, **line}
+        result["flow_id"], {CONF_PORT: port}
     )
 
 
@@ -300,24 +300,32 @@ async def test_duplicate_device(
     url = entry.data[CONF_PORT]
     result = await typed_port(hass, url)
     assert result["type"] is FlowResultType.ABORT
-    assert result["reason"] == "already_configured"
-    assert STRINGS["config"]["abort"]["already_configured"]
+    # D2 has no address: any second entry on the port is the same balancer.
+    assert result["reason"] == "port_in_use"
+    assert "{port}" in STRINGS["config"]["abort"]["port_in_use"]
     assert hass.config_entries.async_entries(DOMAIN) == [entry]
 
 
 # --- the entities ---------------------------------------------------------------
 
 
+NUMBER_NAMES = {
+    Setting.BALANCE_DELTA_VOLTAGE: "start_delta",
+    Setting.BALANCE_START_VOLTAGE: "start_voltage",
+    Setting.SLEEP_TIME: "sleep_time",
+}
+
+
 def number_id(setting: Setting) -> str:
-    return f"number.balancer_16s_{setting.value}"
+    return f"number.balancer_16s_{NUMBER_NAMES[setting]}"
 
 
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
-        (Setting.BALANCE_DELTA_VOLTAGE, 2.0),
-        (Setting.BALANCE_DELTA_VOLTAGE, 0.01),  # below the manuals' 20 mV
-        (Setting.BALANCE_START_VOLTAGE, 3.9),  # above LFP's 3.6 V
+        (Setting.BALANCE_DELTA_VOLTAGE, 2000),  # mV
+        (Setting.BALANCE_DELTA_VOLTAGE, 10),  # below the manuals' 20 mV
+        (Setting.BALANCE_START_VOLTAGE, 4.5),  # above every chemistry's range
         (Setting.SLEEP_TIME, 70000),
         (Setting.SLEEP_TIME, -1),
     ],
@@ -337,15 +345,19 @@ async def test_number_outside_range(
             {"entity_id": number_id(setting), "value": value},
             blocking=True,
         )
-    # Home Assistant's own check (the entity's min and max), which names them.
-    assert refused.value.translation_key == "out_of_range"
-    assert refused.value.translation_placeholders["value"] == value
+    # The entity's own check, which names the setting, the unit and the range
+    # (Home Assistant's would name the entity id and no unit).
+    assert refused.value.translation_domain == DOMAIN
+    assert refused.value.translation_key == "invalid_range"
+    placeholders = refused.value.translation_placeholders
+    assert placeholders["value"] == f"{value:g}"
+    assert {"setting", "minimum", "maximum", "unit"} <= set(placeholders)
     assert balancer.writes == []
 
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [(Setting.BALANCE_DELTA_VOLTAGE, 0.0205), (Setting.BALANCE_START_VOLTAGE, 3.4004)],
+    [(Setting.BALANCE_DELTA_VOLTAGE, 20.5), (Setting.BALANCE_START_VOLTAGE, 3.4004)],
 )
 async def test_number_not_on_step(
     hass: HomeAssistant,
@@ -384,7 +396,7 @@ async def test_write_while_unavailable(
     assert "nothing was written" in STRINGS["exceptions"]["unavailable"]["message"]
     # An action on the unavailable entity is skipped by Home Assistant itself.
     await hass.services.async_call(
-        "number", "set_value", {"entity_id": entity, "value": 0.04}, blocking=True
+        "number", "set_value", {"entity_id": entity, "value": 40}, blocking=True
     )
     await hass.services.async_call(
         "switch",
@@ -411,7 +423,7 @@ async def test_two_writes_at_once(
         hass.services.async_call(
             "number",
             "set_value",
-            {"entity_id": number_id(Setting.BALANCE_DELTA_VOLTAGE), "value": 0.035},
+            {"entity_id": number_id(Setting.BALANCE_DELTA_VOLTAGE), "value": 35},
             blocking=True,
         ),
         hass.services.async_call(
@@ -424,9 +436,7 @@ async def test_two_writes_at_once(
     assert balancer.balance_delta_voltage == 0.035
     assert balancer.balance_start_voltage == 3.45
     assert len(balancer.writes) == 2
-    assert (
-        float(hass.states.get(number_id(Setting.BALANCE_DELTA_VOLTAGE)).state) == 0.035
-    )
+    assert float(hass.states.get(number_id(Setting.BALANCE_DELTA_VOLTAGE)).state) == 35
     assert (
         float(hass.states.get(number_id(Setting.BALANCE_START_VOLTAGE)).state) == 3.45
     )
@@ -452,7 +462,11 @@ async def test_two_alarm_writes_that_conflict(
     refused = results[1]
     assert isinstance(refused, ServiceValidationError)
     assert refused.translation_key == "invalid_alarm_order"
-    assert refused.translation_placeholders == {"over": "2.5", "under": "3"}
+    assert refused.translation_placeholders == {
+        "over": "2.5",
+        "under": "3",
+        "setting": "cell_undervoltage_alarm",
+    }
     assert balancer.cell_overvoltage_alarm == 2.5
     assert balancer.cell_undervoltage_alarm == under
     assert balancer.cell_overvoltage_alarm > balancer.cell_undervoltage_alarm

@@ -155,10 +155,10 @@ async def test_every_entity_writes_only_its_allowed_setting(
 async def test_options_hold_no_register(
     hass: HomeAssistant, entry: MockConfigEntry
 ) -> None:
-    """The options are the poll interval, the BLE link and the settings refresh."""
+    """The options are the poll interval and the settings refresh (serial)."""
     result = await hass.config_entries.options.async_init(entry.entry_id)
     keys = {str(key) for key in result["data_schema"].schema}
-    assert keys == {"poll_interval", "keep_connected", "settings_every"}
+    assert keys == {"poll_interval", "settings_every"}
 
 
 @pytest.mark.parametrize(

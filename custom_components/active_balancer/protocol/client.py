@@ -254,6 +254,19 @@ class BalancerClient:
         await self.bus.idle()
         return self.reading
 
+    async def read_live(self) -> Reading:
+        """Read the live values once (after a write), without the settings.
+
+        One request on D2 and p81. Does not count as a poll: the settings are
+        read again on the next poll as usual after a write.
+        """
+        if self.info is None:
+            msg = "not connected"
+            raise NotSupported(msg)
+        self.reading = await self._read_live()
+        await self.bus.idle()
+        return self.reading
+
     async def _read_live(self) -> Reading:
         assert self.info is not None
         if self.info.variant is Variant.A5:
