@@ -344,15 +344,20 @@ async def test_write_latency(hass: HomeAssistant) -> None:
         @callback
         def changed(event: Event[EventStateChangedData]) -> None:
             state = event.data["new_state"]
-            if event.data["entity_id"] == entity_id and state is not None:
-                seen.setdefault(round(float(state.state), 3), time.perf_counter())
+            if event.data["entity_id"] != entity_id or state is None:
+                return
+            try:
+                shown = round(float(state.state), 3)
+            except ValueError:  # unavailable while it unloads
+                return
+            seen.setdefault(shown, time.perf_counter())
 
         unsub = hass.bus.async_listen(EVENT_STATE_CHANGED, changed)
         latencies: list[float] = []
         calls: list[float] = []
         traffic: list[Traffic] = []
         for index in range(config.write_rounds):
-            value = round(0.031 + 0.001 * (index % 2), 3)
+            value = 31.0 + index % 2  # mV, as the number shows the delta
             seen.clear()
             before = snapshot(coordinator.client.bus.stats)
             start = time.perf_counter()
@@ -366,8 +371,9 @@ async def test_write_latency(hass: HomeAssistant) -> None:
             traffic.append(Traffic.between(before, coordinator.client.bus.stats))
             assert value in seen, f"{entity_id} never showed {value}"
             latencies.append(seen[value] - start)
-            assert round(balancer.balance_delta_voltage, 3) == value
+            assert round(balancer.balance_delta_voltage * 1000) == value
         unsub()
+        live_reads = len(coordinator.client.live_plan)
         assert await hass.config_entries.async_unload(entry.entry_id)
         await hass.async_block_till_done()
     limits = [t.wire_limit(config) for t in traffic]
@@ -377,6 +383,7 @@ async def test_write_latency(hass: HomeAssistant) -> None:
             "setting": "balance_delta_voltage",
             "writes": config.write_rounds,
             "round_trips": mode([t.requests for t in traffic]),
+            "live_reads_after_write": live_reads,
             "bytes_per_write": traffic[0].bytes_out + traffic[0].bytes_in,
             "latency_ms": ms(median(latencies)),
             "service_call_ms": ms(median(calls)),

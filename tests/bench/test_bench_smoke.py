@@ -107,7 +107,7 @@ def test_bus_requests_per_cycle(report: dict[str, Any]) -> None:
 
 
 def test_home_assistant_counts(report: dict[str, Any]) -> None:
-    """No state writes for unchanged values; a write is two round trips."""
+    """No state writes for unchanged values; a write: two round trips and a live read."""
     ha = report["results"]["ha"]
     loop = ha["event_loop"]
     assert loop["unchanged"]["state_writes_per_poll"] == 0
@@ -115,7 +115,9 @@ def test_home_assistant_counts(report: dict[str, Any]) -> None:
     changed = loop["changed"]
     assert changed["state_writes_per_poll"] >= loop["cells"]
     assert changed["state_writes_per_poll"] == changed["state_changes_per_poll"]
-    assert ha["write"]["round_trips"] == 2
+    # The write, its read-back, then the device's planned live reads.
+    write = ha["write"]
+    assert write["round_trips"] == 2 + write["live_reads_after_write"]
     scale = ha["ble_scale"]
     # Each device sends the reads of its plan (one or two for 16 cells), no more.
     assert scale["requests_per_round"] == scale["planned_reads_per_round"]

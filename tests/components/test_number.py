@@ -116,11 +116,14 @@ async def test_set_value(
     assert registers(balancer.writes) == [(D2_DELTA_REGISTER, 30)]
     assert balancer.writes[0].variant is Variant.D2
     assert balancer.balance_delta_voltage == pytest.approx(0.03)
-    # The write, its read-back and one live read; the settings are not read.
+    # The write, its read-back and one live read (the reads of the device's
+    # plan); the settings are not read.
+    plan = entry.runtime_data.client.live_plan
+    assert plan[0].start == LIVE_BLOCK
     assert received == [
         (FC_WRITE_SINGLE, D2_DELTA_REGISTER),
         (FC_READ, D2_DELTA_REGISTER),
-        (FC_READ, LIVE_BLOCK),
+        *((FC_READ, block.start) for block in plan),
     ]
     assert hass.states.get(DELTA).state == "30"
 
@@ -333,7 +336,8 @@ async def test_two_writes_at_once(
         (D2_DELTA_REGISTER, 30),
     ]
     # Each write is followed by its own read-back: never interleaved.
-    writes = [frame for frame in received if frame != (FC_READ, LIVE_BLOCK)]
+    live = {(FC_READ, block.start) for block in entry.runtime_data.client.live_plan}
+    writes = [frame for frame in received if frame not in live]
     assert len(writes) == 4
     for write, read_back in (writes[:2], writes[2:]):
         assert write[0] == FC_WRITE_SINGLE

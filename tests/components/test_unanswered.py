@@ -62,10 +62,10 @@ async def test_d2_without_balance_registers_and_switch(
             assert state is not None, entity_id
             assert state.state == STATE_UNAVAILABLE, entity_id
         # The live reading and the other settings are there.
-        assert hass.states.get("sensor.balancer_16s_cell_1_voltage").state == "3.335"
-        delta = hass.states.get("number.balancer_16s_balance_delta_voltage")
+        assert hass.states.get("sensor.balancer_16s_cell_01_voltage").state == "3.335"
+        delta = hass.states.get("number.balancer_16s_start_delta")
         assert delta is not None
-        assert delta.state == "0.02"
+        assert delta.state == "20"
 
         diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
         assert diagnostics["unanswered"] == {
@@ -94,7 +94,7 @@ async def test_a5_without_settings_commands(
     async with await serve_tcp(device) as server:
         entry = quirky_entry(hass, server.url, "a5")
         await setup_entry(hass, entry)
-        assert hass.states.get("sensor.balancer_16s_cell_1_voltage").state == "3.335"
+        assert hass.states.get("sensor.balancer_16s_cell_01_voltage").state == "3.335"
         assert hass.states.get("sensor.balancer_16s_balance_current") is None
         diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
         assert diagnostics["unanswered"] == {
