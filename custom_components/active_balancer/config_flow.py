@@ -6,7 +6,6 @@ from collections.abc import Mapping
 import logging
 from typing import Any, cast
 
-from homeassistant.components import usb
 from homeassistant.components.bluetooth import (
     BluetoothServiceInfoBleak,
     async_discovered_service_info,
@@ -30,7 +29,6 @@ from homeassistant.helpers.selector import (
     SelectSelectorMode,
     TextSelector,
 )
-import serialx
 
 try:  # Home Assistant 2026.10 and newer validate with probatio
     import probatio as vol
@@ -63,6 +61,7 @@ from .const import (
     TRANSPORT_SERIAL,
 )
 from .coordinator import port_suffix, serial_title
+from .ports import async_serial_ports
 from .protocol import (
     BalancerError,
     BalancerTimeout,
@@ -304,24 +303,12 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         path or URL", not a built-in UART such as /dev/ttyS0 that is almost
         never the balancer's.
         """
-        ports = await serialx.async_list_serial_ports()
         options: list[SelectOptionDict] = []
         default = MANUAL_PORT
-        for port in ports:
-            path = await self.hass.async_add_executor_job(
-                usb.get_serial_by_id, port.device
-            )
-            label = usb.human_readable_device_name(
-                port.device,
-                port.serial_number,
-                port.manufacturer,
-                port.product,
-                port.vid,
-                port.pid,
-            )
-            options.append(SelectOptionDict(value=path, label=label))
-            if port.vid is not None and default == MANUAL_PORT:
-                default = path
+        for port in await async_serial_ports(self.hass):
+            options.append(SelectOptionDict(value=port.path, label=port.label))
+            if port.usb and default == MANUAL_PORT:
+                default = port.path
         options.append(SelectOptionDict(value=MANUAL_PORT, label=MANUAL_PORT))
         return options, default
 
@@ -512,7 +499,16 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         return BalancerOptionsFlow()
 
 
-class BalancerOptionsFlow(OptionsFlow):
+try:  # Home Assistant 2025.8 and newer reload the entry after the options
+    from homeassistant.config_entries import OptionsFlowWithReload as OptionsFlowBase
+except ImportError:  # pragma: no cover - older Home Assistant (minimum lane)
+    OptionsFlowBase = OptionsFlow  # type: ignore[assignment,misc]
+
+OPTIONS_FLOW_RELOADS = OptionsFlowBase is not OptionsFlow
+"""Whether the options flow reloads the entry itself (else __init__ does)."""
+
+
+class BalancerOptionsFlow(OptionsFlowBase):
     """Options of one balancer; the Bluetooth link option only over Bluetooth."""
 
     async def async_step_init(

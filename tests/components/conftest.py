@@ -10,7 +10,7 @@ from typing import Any
 from unittest.mock import PropertyMock, patch
 
 from bleak.backends.scanner import AdvertisementData
-from homeassistant.components import bluetooth
+from homeassistant.components import bluetooth, usb
 from homeassistant.components.bluetooth import BluetoothServiceInfoBleak
 from homeassistant.const import CONF_ADDRESS, MAJOR_VERSION, MINOR_VERSION, Platform
 from homeassistant.core import HomeAssistant
@@ -243,6 +243,15 @@ async def setup_platforms(
 def name_entry_for(hass: HomeAssistant, entry: MockConfigEntry, cells: int) -> None:
     """Title the entry after the served balancer's size (entity ids follow)."""
     hass.config_entries.async_update_entry(entry, title=f"Balancer {cells}S")
+
+
+# Where the config flow's port list comes from: Home Assistant's own scan
+# where it has one (with ESPHome serial proxies), serialx on older releases.
+SERIAL_PORT_SOURCE = (
+    "homeassistant.components.usb.async_scan_serial_ports"
+    if hasattr(usb, "async_scan_serial_ports")
+    else "serialx.async_list_serial_ports"
+)
 
 
 # Registry entries gain fields from one Home Assistant release to the next, so

@@ -88,7 +88,13 @@ from custom_components.active_balancer.protocol.virtual import (
     serve_tcp,
 )
 
-from .conftest import BLE_ADDRESS, BLE_NAME, serial_entry_data, setup_entry
+from .conftest import (
+    BLE_ADDRESS,
+    BLE_NAME,
+    SERIAL_PORT_SOURCE,
+    serial_entry_data,
+    setup_entry,
+)
 
 SERVICE_UUID = "0000fff0-0000-1000-8000-00805f9b34fb"
 LINE = {CONF_BAUDRATE: "9600", CONF_PROTOCOL: "auto", CONF_RS485_ADDRESS: 1}
@@ -346,7 +352,7 @@ def ble_config_entry(address: str = BLE_ADDRESS, **kwargs: Any) -> MockConfigEnt
 def serial_ports() -> Iterator[AsyncMock]:
     """The serial ports the host lists: none, unless a test says otherwise."""
     with patch(
-        "custom_components.active_balancer.config_flow.serialx.async_list_serial_ports",
+        SERIAL_PORT_SOURCE,
         return_value=[],
     ) as ports:
         yield ports
@@ -657,6 +663,21 @@ async def test_serial_p81_wrong_address(hass: HomeAssistant) -> None:
         assert result["errors"] == {"base": "no_response"}
         assert balancer.requests == 0
     assert hass.config_entries.async_entries(DOMAIN) == []
+
+
+async def test_serial_proxy_url_is_listed_as_it_is(
+    hass: HomeAssistant, serial_ports: AsyncMock
+) -> None:
+    """A port named by a URL (an ESPHome serial proxy) is offered unchanged."""
+    url = "esphome://proxy.local:6053/?port_name=uart"
+    serial_ports.return_value = [listed_port(url)]
+    result = await start_serial(hass)
+    assert port_options(result) == [
+        {"value": url, "label": f"{url}, s/n: n/a"},
+        {"value": "manual", "label": "manual"},
+    ]
+    # Not a USB adapter: "enter a path or URL" stays preselected.
+    assert field(result, CONF_PORT).default() == "manual"
 
 
 async def test_serial_listed_port_error_keeps_form(

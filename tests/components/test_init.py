@@ -116,13 +116,14 @@ async def test_reload_and_unload_close_the_line(
 async def test_options_change_reloads(
     hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
 ) -> None:
-    """New options reload the entry with the new poll interval."""
+    """Options saved in the options dialog reload the entry with them."""
     await setup_entry(hass, entry)
     old = entry.runtime_data
     assert old.update_interval == timedelta(seconds=30)
 
-    hass.config_entries.async_update_entry(
-        entry, options={CONF_POLL_INTERVAL: 5, CONF_SETTINGS_EVERY: 1}
+    flow = await hass.config_entries.options.async_init(entry.entry_id)
+    await hass.config_entries.options.async_configure(
+        flow["flow_id"], {CONF_POLL_INTERVAL: 5, CONF_SETTINGS_EVERY: 1}
     )
     await hass.async_block_till_done()
 

@@ -35,7 +35,7 @@ from custom_components.active_balancer.protocol.virtual import (
     VirtualServer,
 )
 
-from .conftest import BLE_ADDRESS, serial_entry_data
+from .conftest import BLE_ADDRESS, SERIAL_PORT_SOURCE, serial_entry_data
 
 INTEGRATION = Path(__file__).parents[2] / "custom_components" / DOMAIN
 LANGUAGES = ("strings", "en", "de", "zh-Hans")
@@ -88,7 +88,7 @@ def serial_ports() -> Iterator[AsyncMock]:
         interface_num=None,
     )
     with patch(
-        "custom_components.active_balancer.config_flow.serialx.async_list_serial_ports",
+        SERIAL_PORT_SOURCE,
         return_value=[port],
     ) as ports:
         yield ports
