@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from homeassistant import config_entries
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
 
-from .config_flow import OPTIONS_FLOW_RELOADS
 from .connection import create_connection
 from .const import DOMAIN
 from .coordinator import BalancerCoordinator
@@ -43,7 +43,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> 
         raise
     entry.async_on_unload(connection.release)
     entry.async_on_unload(coordinator.async_clear_issues)
-    if not OPTIONS_FLOW_RELOADS:  # pragma: no cover - Home Assistant 2025.4
+    # Newer releases reload after the options flow (OptionsFlowWithReload).
+    if not hasattr(config_entries, "OptionsFlowWithReload"):  # pragma: no cover
         entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)

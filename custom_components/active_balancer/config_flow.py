@@ -504,9 +504,6 @@ try:  # Home Assistant 2025.8 and newer reload the entry after the options
 except ImportError:  # pragma: no cover - older Home Assistant (minimum lane)
     OptionsFlowBase = OptionsFlow  # type: ignore[assignment,misc]
 
-OPTIONS_FLOW_RELOADS = OptionsFlowBase is not OptionsFlow
-"""Whether the options flow reloads the entry itself (else __init__ does)."""
-
 
 class BalancerOptionsFlow(OptionsFlowBase):
     """Options of one balancer; the Bluetooth link option only over Bluetooth."""
