@@ -42,6 +42,7 @@ from .model import (
     Variant,
 )
 from .rules import RULES, WRITABLE_SETTINGS, validate
+from .serial import DEFAULT_BAUDRATE
 
 if TYPE_CHECKING:
     from .link import ByteLink
@@ -56,17 +57,10 @@ EXIT_USAGE = 2
 """Usage errors and refused setting values (nothing was sent)."""
 EXIT_INTERRUPTED = 130
 
-DEFAULT_BAUDRATE = 9600
 BLE_SCAN_TIMEOUT = 10.0
 LOOPBACK = "127.0.0.1"
 MAX_SIMULATED_CELLS = 32
 
-NOMINAL_CELL_VOLTAGE: dict[Chemistry, float] = {
-    Chemistry.LFP: 3.300,
-    Chemistry.NMC: 3.700,
-    Chemistry.LTO: 2.400,
-}
-"""Cell voltage the simulator centres an ``--unbalanced`` pack on."""
 
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*([^\d\s.+-]*)\s*$")
 
@@ -955,7 +949,10 @@ def unbalanced_voltages(
     cells: int, chemistry: Chemistry, spread_mv: float
 ) -> list[float]:
     """Cell voltages spread evenly over *spread_mv* around the nominal voltage."""
-    nominal = NOMINAL_CELL_VOLTAGE[chemistry]
+    from .virtual import CHEMISTRY_DEFAULTS  # noqa: PLC0415
+
+    # The virtual balancer's own default pack voltage per cell.
+    nominal = CHEMISTRY_DEFAULTS[chemistry].nominal
     if cells == 1:
         return [nominal]
     spread = spread_mv / 1000

@@ -18,7 +18,14 @@ from .errors import (
     UnexpectedReply,
     WriteNotConfirmed,
 )
-from .frames import A5_HOST_ADDRESSES, MAX_READ_REGISTERS, A5Frame, Frame
+from .frames import (
+    A5_BLE_HOST,
+    A5_HOST_ADDRESSES,
+    A5_SERIAL_HOST,
+    MAX_READ_REGISTERS,
+    A5Frame,
+    Frame,
+)
 from .link import Bus, LinkKind
 from .model import DeviceInfo, Reading, Setting, Settings, Variant
 from .plan import (
@@ -52,9 +59,6 @@ _LOGGER = logging.getLogger(__name__)
 
 DEFAULT_SETTINGS_EVERY = 10
 """Polls between two settings reads in steady state."""
-
-A5_SERIAL_HOST = 0x40
-A5_BLE_HOST = 0x80
 
 # Some firmware may not accept the long D2 live read; these two reads cover
 # the same registers and are used when the one-request read gets no answer
@@ -124,11 +128,6 @@ class BalancerClient:
     def variant(self) -> Variant | None:
         """The variant in use, once connected."""
         return self.info.variant if self.info else None
-
-    @property
-    def connected(self) -> bool:
-        """Whether :meth:`connect` has succeeded."""
-        return self.info is not None
 
     async def connect(self) -> DeviceInfo:
         """Detect the variant (if needed), read identity and settings."""
@@ -674,14 +673,6 @@ class BalancerClient:
     async def set_balance_start_voltage(self, volts: float) -> float:
         """Set the cell voltage at which balancing may start."""
         return await self.write(Setting.BALANCE_START_VOLTAGE, volts)
-
-    async def set_balance_delta_voltage(self, volts: float) -> float:
-        """Set the cell spread at which balancing starts (>= 20 mV)."""
-        return await self.write(Setting.BALANCE_DELTA_VOLTAGE, volts)
-
-    async def set_sleep_time(self, seconds: int) -> float:
-        """Set the sleep time; 65535 means never sleep."""
-        return await self.write(Setting.SLEEP_TIME, seconds)
 
     async def set_balancer_enabled(self, enabled: bool) -> bool:
         """Switch balancing on or off."""

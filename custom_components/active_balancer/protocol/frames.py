@@ -18,7 +18,11 @@ A5_START = 0xA5
 A5_LENGTH = 13
 A5_DATA_LENGTH = 8
 A5_REPLY_ADDRESS = 0x01
-A5_HOST_ADDRESSES = (0x40, 0x80)
+A5_SERIAL_HOST = 0x40
+"""A5 host address of a wired UART."""
+A5_BLE_HOST = 0x80
+"""A5 host address the Bluetooth dongle uses."""
+A5_HOST_ADDRESSES = (A5_SERIAL_HOST, A5_BLE_HOST)
 
 D2_ADDRESS = 0xD2
 P81_REQUEST_BASE = 0x80
