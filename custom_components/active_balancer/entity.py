@@ -47,8 +47,13 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
         return self._part is None or self._part not in data.unanswered
 
     def _shown(self) -> Any:
-        """What the entity shows; compared to decide whether to write state."""
-        return None
+        """What the entity shows; compared to decide whether to write state.
+
+        By default its state and attributes as Home Assistant would write
+        them, so an entity that does not override this still shows changes;
+        subclasses return the cheaper native value.
+        """
+        return (self.state, self.extra_state_attributes)
 
     @callback
     def _handle_coordinator_update(self) -> None:

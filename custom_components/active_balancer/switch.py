@@ -6,8 +6,9 @@ from typing import Any
 
 from homeassistant.components.switch import SwitchEntity, SwitchEntityDescription
 from homeassistant.const import EntityCategory
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.restore_state import RestoredExtraData, RestoreEntity
 
 from . import BalancerConfigEntry
 from .const import DEFAULT_SLEEP_TIME
@@ -17,6 +18,7 @@ from .protocol import Setting
 from .protocol.model import NEVER_SLEEP
 
 PARALLEL_UPDATES = 1
+LAST_SLEEP_TIME = "last_sleep_time"
 
 BALANCER = SwitchEntityDescription(key="balancer", translation_key="balancer")
 SLEEP = SwitchEntityDescription(
@@ -67,8 +69,13 @@ class BalancerSwitch(BalancerEntity, SwitchEntity):
         await self.coordinator.async_write(Setting.BALANCER_ENABLED, False)
 
 
-class SleepSwitch(BalancerEntity, SwitchEntity):
-    """Whether the balancer may sleep; off writes 65535 (never sleep)."""
+class SleepSwitch(BalancerEntity, SwitchEntity, RestoreEntity):
+    """Whether the balancer may sleep; off writes 65535 (never sleep).
+
+    On restores the last sleep time the balancer held (or the manuals'
+    3600 s); that time is kept across restarts with the entity's restored
+    data, so a balancer switched to "never sleep" gets it back afterwards.
+    """
 
     def __init__(
         self, coordinator: BalancerCoordinator, description: SwitchEntityDescription
@@ -84,9 +91,32 @@ class SleepSwitch(BalancerEntity, SwitchEntity):
         sleep_time = self.coordinator.data.settings.sleep_time
         if sleep_time is None:
             return None
-        if sleep_time != NEVER_SLEEP:
-            self._last_sleep_time = sleep_time
         return sleep_time != NEVER_SLEEP
+
+    @property
+    def extra_restore_state_data(self) -> RestoredExtraData:
+        """The sleep time that turning sleep on restores."""
+        return RestoredExtraData({LAST_SLEEP_TIME: self._last_sleep_time})
+
+    @callback
+    def _remember_sleep_time(self) -> None:
+        sleep_time = self.coordinator.data.settings.sleep_time
+        if sleep_time is not None and sleep_time != NEVER_SLEEP:
+            self._last_sleep_time = int(sleep_time)
+
+    @callback
+    def _handle_coordinator_update(self) -> None:
+        self._remember_sleep_time()
+        super()._handle_coordinator_update()
+
+    async def async_added_to_hass(self) -> None:
+        """Take the restored sleep time, unless the balancer holds one now."""
+        if (extra := await self.async_get_last_extra_data()) is not None:
+            restored = extra.as_dict().get(LAST_SLEEP_TIME)
+            if isinstance(restored, int) and 0 < restored < NEVER_SLEEP:
+                self._last_sleep_time = restored
+        await super().async_added_to_hass()
+        self._remember_sleep_time()
 
     def _shown(self) -> bool | None:
         return self.is_on

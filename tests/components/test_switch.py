@@ -12,11 +12,12 @@ from homeassistant.const import (
     STATE_UNKNOWN,
     Platform,
 )
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    mock_restore_cache_with_extra_data,
     snapshot_platform,
 )
 from syrupy.assertion import SnapshotAssertion
@@ -118,6 +119,39 @@ async def test_sleep_on_restores_the_previous_time(
     assert last_write(balancer) == (D2_SLEEP_REGISTER, 600)
     assert hass.states.get(SLEEP).state == STATE_ON
     assert len(balancer.writes) == 2
+
+
+async def test_sleep_time_survives_a_restart(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """Switched to "never sleep" before a restart, sleep on restores 900 s."""
+    balancer.sleep_time = NEVER_SLEEP
+    mock_restore_cache_with_extra_data(
+        hass, [(State(SLEEP, STATE_OFF), {"last_sleep_time": 900})]
+    )
+    await setup_entry(hass, entry)
+    assert hass.states.get(SLEEP).state == STATE_OFF
+
+    await switch(hass, SERVICE_TURN_ON, SLEEP)
+    assert last_write(balancer) == (D2_SLEEP_REGISTER, 900)
+    assert hass.states.get(SLEEP).state == STATE_ON
+
+
+@pytest.mark.parametrize("restored", [0, NEVER_SLEEP, "900", None])
+async def test_implausible_restored_sleep_time_is_ignored(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    restored: object,
+) -> None:
+    """A restored value that is no sleep time leaves the manuals' default."""
+    balancer.sleep_time = NEVER_SLEEP
+    mock_restore_cache_with_extra_data(
+        hass, [(State(SLEEP, STATE_OFF), {"last_sleep_time": restored})]
+    )
+    await setup_entry(hass, entry)
+    await switch(hass, SERVICE_TURN_ON, SLEEP)
+    assert last_write(balancer) == (D2_SLEEP_REGISTER, DEFAULT_SLEEP_TIME)
 
 
 async def test_balancer_switch_unknown_for_an_odd_value(
