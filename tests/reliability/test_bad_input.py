@@ -51,6 +51,7 @@ from custom_components.active_balancer.protocol.virtual import (
     VirtualServer,
     serve_tcp,
 )
+from tests.components.conftest import SERIAL_PORT_SOURCE
 
 ROOT = Path(__file__).resolve().parents[2]
 STRINGS = json.loads(
@@ -66,7 +67,7 @@ LINE = {CONF_BAUDRATE: "9600", CONF_PROTOCOL: "auto", CONF_RS485_ADDRESS: 1}
 def no_listed_ports() -> Iterator[None]:
     """The host lists no serial ports: every port is typed in."""
     with patch(
-        "custom_components.active_balancer.config_flow.serialx.async_list_serial_ports",
+        SERIAL_PORT_SOURCE,
         return_value=[],
     ):
         yield
