@@ -14,7 +14,11 @@ from pathlib import Path
 from typing import Final
 
 from homeassistant.components.frontend import add_extra_js_url
-from homeassistant.components.http import StaticPathConfig
+
+# Re-exported since 2024.7; listed in __all__ only from 2026.11 on.
+from homeassistant.components.http import (  # type: ignore[attr-defined,unused-ignore]
+    StaticPathConfig,
+)
 from homeassistant.core import HomeAssistant
 from homeassistant.util.hass_dict import HassKey
 

@@ -8,9 +8,9 @@ from unittest.mock import patch
 from homeassistant.components.frontend import DATA_EXTRA_MODULE_URL, UrlManager
 from homeassistant.components.http import HomeAssistantHTTP
 from homeassistant.core import HomeAssistant
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
-import pytest
 
 from custom_components.active_balancer import frontend
 from custom_components.active_balancer.const import DOMAIN

@@ -1,0 +1,350 @@
+"""Balancing statistics: totals against the simulator's own integral.
+
+Time is controlled: one fake clock drives both the virtual balancer's physics
+and the sensors' integration (``balancing.monotonic``), and every poll is
+fired with ``async_fire_time_changed``. (freezegun would also freeze the event
+loop's clock, so the real socket time-outs of a failing poll would never end.)
+The simulator counts the seconds it balanced and the charge it moved exactly;
+the sensors only see the polls, so each start or stop of balancing between two
+polls may put them off by half an interval at most.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from homeassistant.const import STATE_UNAVAILABLE
+from homeassistant.core import HomeAssistant, State
+from homeassistant.util import dt as dt_util
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    mock_restore_cache_with_extra_data,
+)
+
+from custom_components.active_balancer import balancing
+from custom_components.active_balancer.balancing import (
+    HeldIntegral,
+    TopOfChargeSpread,
+)
+from custom_components.active_balancer.const import DEFAULT_POLL_INTERVAL, DOMAIN
+from custom_components.active_balancer.protocol import Chemistry
+from custom_components.active_balancer.protocol.virtual import (
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
+
+from .conftest import async_next_poll, serial_entry_data, setup_entry
+
+TIME = "sensor.balancer_16s_balancing_time"
+CHARGE = "sensor.balancer_16s_charge_moved"
+SPREAD = "sensor.balancer_16s_cell_spread_at_top_of_charge"
+POLL = DEFAULT_POLL_INTERVAL
+TOLERANCE = POLL / 2
+"""Balancing stops somewhere between two polls: the trapezoid is off by half
+an interval at most."""
+CURRENT = 1.0
+
+
+class FakeClock:
+    """Seconds that pass only when the test says so."""
+
+    def __init__(self) -> None:
+        """Start at 1000 s."""
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        """The time."""
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    """The clock of the balancer and of the sensors' integration."""
+    fake = FakeClock()
+    monkeypatch.setattr(balancing, "monotonic", fake)
+    return fake
+
+
+@pytest.fixture
+def balancer(clock: FakeClock) -> VirtualBalancer:
+    """16 LFP cells 50 mV apart: balancing runs for about 12 minutes, then stops."""
+    voltages = [3.300 + 0.002 * (i % 4) for i in range(16)]
+    voltages[1], voltages[15] = 3.280, 3.330
+    return VirtualBalancer(
+        16,
+        Chemistry.LFP,
+        cell_voltages=voltages,
+        clock=clock,
+        volts_per_amp_second=0.00002,
+    )
+
+
+@pytest.fixture
+async def server(balancer: VirtualBalancer) -> AsyncIterator[VirtualServer]:
+    """The balancer on a loopback port."""
+    async with await serve_tcp(balancer) as srv:
+        yield srv
+
+
+async def poll(hass: HomeAssistant, clock: FakeClock) -> None:
+    """One poll interval passes for the balancer, the sensors and the timer."""
+    clock.now += POLL
+    await async_next_poll(hass, POLL)
+
+
+def seconds(hass: HomeAssistant) -> float:
+    """The balancing time shown, in seconds (it is shown in hours)."""
+    state = hass.states.get(TIME)
+    assert state is not None
+    assert state.attributes["unit_of_measurement"] == "h"
+    return float(state.state) * 3600
+
+
+def ampere_hours(hass: HomeAssistant) -> float:
+    """The charge moved shown, in Ah."""
+    state = hass.states.get(CHARGE)
+    assert state is not None
+    assert state.attributes["unit_of_measurement"] == "Ah"
+    return float(state.state)
+
+
+def assert_matches(
+    hass: HomeAssistant, expected_seconds: float, transitions: int = 1
+) -> None:
+    """Time and charge agree with *expected_seconds* of balancing at 1 A.
+
+    Each start or stop of balancing between two polls may be off by half an
+    interval; a start at a poll is exact.
+    """
+    tolerance = transitions * TOLERANCE + 0.1
+    assert seconds(hass) == pytest.approx(expected_seconds, abs=tolerance)
+    assert ampere_hours(hass) == pytest.approx(
+        expected_seconds * CURRENT / 3600, abs=tolerance * CURRENT / 3600
+    )
+
+
+async def test_totals_match_the_simulator(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    clock: FakeClock,
+) -> None:
+    """Until balancing stops by itself, the totals follow the true integral."""
+    await setup_entry(hass, entry)
+    assert balancer.balancing
+    assert seconds(hass) == 0
+    shown = []
+    for _ in range(40):
+        await poll(hass, clock)
+        shown.append(seconds(hass))
+    assert not balancer.balancing, "balancing should have ended by itself"
+    assert 600 < balancer.balanced_seconds < 900
+    assert balancer.balanced_charge == pytest.approx(
+        balancer.balanced_seconds * CURRENT / 3600
+    )
+    assert_matches(hass, balancer.balanced_seconds)
+    assert shown == sorted(shown), "a total never runs backwards"
+    # After balancing stopped, the totals stand still.
+    assert shown[-1] == shown[-10]
+
+
+async def test_balancing_that_starts_after_quiet_polls(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    clock: FakeClock,
+) -> None:
+    """Polls that change nothing are not reported; the idle time is not counted."""
+    for cell in range(1, 17):
+        balancer.set_cell_voltage(cell, 3.300)
+    await setup_entry(hass, entry)
+    for _ in range(10):
+        await poll(hass, clock)
+    assert not balancer.balancing
+    assert seconds(hass) == 0
+    balancer.set_cell_voltage(16, 3.330)
+    assert balancer.balancing
+    for _ in range(30):
+        await poll(hass, clock)
+    assert not balancer.balancing
+    assert balancer.balanced_seconds > 5 * POLL
+    # Started just after a poll (the worst case) and stopped between two.
+    assert_matches(hass, balancer.balanced_seconds, transitions=2)
+
+
+async def test_totals_continue_after_a_restart(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    clock: FakeClock,
+) -> None:
+    """Restored totals continue; the time Home Assistant was down is skipped."""
+    await setup_entry(hass, entry)
+    for _ in range(8):
+        await poll(hass, clock)
+    before = balancer.balanced_seconds
+    assert_matches(hass, before)
+    stored_seconds, stored_charge = seconds(hass), ampere_hours(hass)
+    assert await hass.config_entries.async_unload(entry.entry_id)
+
+    # Home Assistant is down for 3 minutes; the balancer keeps balancing.
+    clock.now += 180
+    balancer.step()
+    down = balancer.balanced_seconds - before
+    assert down == pytest.approx(180)
+    mock_restore_cache_with_extra_data(
+        hass,
+        (
+            (
+                State(TIME, str(stored_seconds / 3600)),
+                {"native_value": stored_seconds, "native_unit_of_measurement": "s"},
+            ),
+            (
+                State(CHARGE, str(stored_charge)),
+                {"native_value": stored_charge, "native_unit_of_measurement": "Ah"},
+            ),
+        ),
+    )
+    await setup_entry(hass, entry)
+    assert seconds(hass) == pytest.approx(stored_seconds, abs=0.1)
+    assert ampere_hours(hass) == pytest.approx(stored_charge, abs=1e-5)
+
+    for _ in range(40):
+        await poll(hass, clock)
+    assert not balancer.balancing
+    assert_matches(hass, balancer.balanced_seconds - down)
+
+
+async def test_unavailable_gap_is_skipped(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    clock: FakeClock,
+) -> None:
+    """While the balancer does not answer, no charge is invented."""
+    await setup_entry(hass, entry)
+    for _ in range(5):
+        await poll(hass, clock)
+    last_seen = balancer.balanced_seconds
+
+    balancer.faults.silent = True
+    for _ in range(4):
+        await poll(hass, clock)
+        assert hass.states.get(TIME).state == STATE_UNAVAILABLE
+        assert hass.states.get(CHARGE).state == STATE_UNAVAILABLE
+    balancer.faults.silent = False
+    await poll(hass, clock)
+    assert hass.states.get(TIME).state != STATE_UNAVAILABLE
+    unseen = balancer.balanced_seconds - last_seen
+    assert unseen == pytest.approx(5 * POLL)
+    # Nothing was added for the gap.
+    assert_matches(hass, last_seen)
+
+    for _ in range(40):
+        await poll(hass, clock)
+    assert not balancer.balancing
+    assert_matches(hass, balancer.balanced_seconds - unseen)
+
+
+async def test_bad_restored_totals_start_from_zero(
+    hass: HomeAssistant, entry: MockConfigEntry
+) -> None:
+    """A restored value that is no total (negative, text, other unit) is dropped."""
+    mock_restore_cache_with_extra_data(
+        hass,
+        (
+            (
+                State(TIME, "-1"),
+                {"native_value": -5.0, "native_unit_of_measurement": "s"},
+            ),
+            (
+                State(CHARGE, "x"),
+                {"native_value": 2.0, "native_unit_of_measurement": "mAh"},
+            ),
+        ),
+    )
+    await setup_entry(hass, entry)
+    assert seconds(hass) == 0
+    assert ampere_hours(hass) == 0
+
+
+async def test_no_charge_total_without_a_current(hass: HomeAssistant) -> None:
+    """The legacy A5 protocol reports no balance current: no charge total."""
+    from custom_components.active_balancer.protocol import Variant
+
+    device = VirtualBalancer(16, Chemistry.LFP, variants=(Variant.A5,))
+    async with await serve_tcp(device) as srv:
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="Balancer 16S",
+            data=serial_entry_data(srv.url, variant="a5"),
+            unique_id="virtual-a5",
+        )
+        entry.add_to_hass(hass)
+        await setup_entry(hass, entry)
+        assert hass.states.get(CHARGE) is None
+        assert hass.states.get(SPREAD) is not None
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
+def test_held_integral() -> None:
+    """Unchanged polls are not reported: the old value held until one poll ago."""
+    integral = HeldIntegral(hold=30)
+    integral.add(0, 1.0)
+    integral.add(30, 1.0)
+    assert integral.total == 30
+    # 90 s without a report, then 0: held for 60 s, ramp over the last 30 s.
+    integral.add(120, 0.0)
+    assert integral.total == 30 + 60 + 15
+    integral.add(120, 5.0)  # no time passed
+    assert integral.total == 105
+    integral.gap()
+    integral.add(1000, 1.0)
+    assert integral.total == 105
+    integral.add(1030, -1.0)  # a negative reading counts as nothing
+    assert integral.total == 105 + 15
+
+
+def test_top_of_charge_spread() -> None:
+    """The spread at the day's highest average, forgotten after 24 hours."""
+    spread = TopOfChargeSpread()
+    assert spread.value(0) is None
+    spread.add(3600 * 10, 3.30, 0.010)
+    spread.add(3600 * 10 + 60, 3.45, 0.060)  # the top of charge
+    spread.add(3600 * 11, 3.35, 0.015)
+    assert spread.value(3600 * 12) == 0.060
+    restored = TopOfChargeSpread.from_dict({**spread.as_dict(), "junk": [1], "7": "xy"})
+    assert restored.peaks == spread.peaks
+    assert TopOfChargeSpread.from_dict(None).peaks == {}
+    assert restored.value(3600 * 34 + 1) == 0.015
+    assert restored.value(3600 * 36) is None
+
+
+async def test_spread_sensor(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """Shows the spread of the highest average seen; restores older peaks."""
+    hour = int(dt_util.utcnow().timestamp() // 3600)
+    mock_restore_cache_with_extra_data(
+        hass,
+        (
+            (
+                State(SPREAD, "0.07"),
+                {
+                    "native_value": 0.07,
+                    "native_unit_of_measurement": "V",
+                    "peaks": {str(hour - 2): [3.5, 0.07], str(hour - 30): [3.6, 0.2]},
+                },
+            ),
+        ),
+    )
+    await setup_entry(hass, entry)
+    assert float(hass.states.get(SPREAD).state) == 0.07
+    # A higher top of charge now: its spread is shown.
+    for cell in range(1, 17):
+        balancer.set_cell_voltage(cell, 3.55)
+    balancer.set_cell_voltage(3, 3.52)
+    await async_next_poll(hass)
+    assert float(hass.states.get(SPREAD).state) == pytest.approx(0.03)
