@@ -9,10 +9,10 @@ from homeassistant.exceptions import ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.typing import ConfigType
 
+from .card import async_register_card
 from .connection import create_connection
 from .const import DOMAIN
 from .coordinator import BalancerCoordinator
-from .frontend import async_register_card
 from .protocol import ConnectionFailed
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)

@@ -12,9 +12,9 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.active_balancer import frontend
+from custom_components.active_balancer import card
+from custom_components.active_balancer.card import CARD_PATH, CARD_URL
 from custom_components.active_balancer.const import DOMAIN
-from custom_components.active_balancer.frontend import CARD_PATH, CARD_URL
 from custom_components.active_balancer.protocol import Chemistry
 from custom_components.active_balancer.protocol.virtual import (
     VirtualBalancer,
@@ -45,7 +45,7 @@ def registrations() -> Iterator[list[str]]:
     original = HomeAssistantHTTP.async_register_static_paths
 
     async def record(
-        self: HomeAssistantHTTP, configs: list[frontend.StaticPathConfig]
+        self: HomeAssistantHTTP, configs: list[card.StaticPathConfig]
     ) -> None:
         calls.extend(config.url_path for config in configs)
         await original(self, configs)
@@ -71,7 +71,7 @@ async def test_registered_once_per_run_and_kept(
         added.append(url)
         loaded_frontend.add(url)
 
-    with patch.object(frontend, "add_extra_js_url", side_effect=add):
+    with patch.object(card, "add_extra_js_url", side_effect=add):
         async with await serve_tcp(VirtualBalancer(8, Chemistry.LFP)) as second:
             await setup_entry(hass, entry)
             other = MockConfigEntry(
@@ -119,8 +119,8 @@ async def test_url_changes_with_the_file(
     """The module URL carries the file's hash: an updated card is not cached."""
     await setup_entry(hass, entry)
     (url,) = _ours(loaded_frontend)
-    assert url == f"{CARD_URL}?v={frontend._version(CARD_PATH)}"
-    assert frontend._version(CARD_PATH) != frontend._version(
+    assert url == f"{CARD_URL}?v={card._version(CARD_PATH)}"
+    assert card._version(CARD_PATH) != card._version(
         CARD_PATH.parent.parent / "manifest.json"
     )
 
