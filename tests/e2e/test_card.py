@@ -1,0 +1,310 @@
+"""Real-browser test of the cell view card on a live Home Assistant.
+
+The balancer is added over REST (the config flow has its own browser test);
+then, in headless Chromium, the card is added to a fresh dashboard through
+the card picker and the card editor, like a new user does: no resource, no
+YAML. The test checks one bar per cell, the lowest and highest cells marked,
+a cell voltage changed in the virtual balancer moving its bar within one poll,
+the tooltip, the more-info dialog on a tap, light and dark theme, a phone
+width and the "unavailable" state while the balancer is off. Screenshots go
+to ``artifacts/e2e/card/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import os
+from pathlib import Path
+import re
+import shutil
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from custom_components.active_balancer.const import DOMAIN
+from custom_components.active_balancer.protocol.virtual import VirtualBalancer
+
+from .hass import ARTIFACTS, OWNER_PASSWORD, OWNER_USERNAME, HassProcess, wait_for
+from .virtual import BalancerThread
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Locator, Page
+
+pytestmark = pytest.mark.timeout(300)
+
+FINISH_ONBOARDING = True
+"""The browser must land on the login page, not on the onboarding wizard."""
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+UI_TIMEOUT_MS = 30_000
+POLL_INTERVAL = 5
+ONE_POLL_MS = (POLL_INTERVAL + 5) * 1000
+"""One poll interval plus the time the poll and the page update take."""
+CELLS = 16
+DASHBOARD = "balancer-cells"
+CARD_NAME = "Active balancer cells"
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    """A fresh headless Chromium profile."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found (scripts/setup-browser installs it)")
+    from playwright.sync_api import sync_playwright
+
+    profile = tmp_path_factory.mktemp("chromium-card")
+    with sync_playwright() as playwright:
+        browser_context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=VIEWPORT,  # type: ignore[arg-type]
+            locale="en-US",
+            timezone_id="UTC",
+            color_scheme="light",
+        )
+        browser_context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield browser_context
+        finally:
+            browser_context.close()
+
+
+@pytest.fixture(scope="module")
+def shots_folder() -> Path:
+    """A clean artifacts/e2e/card/ folder."""
+    folder = ARTIFACTS / "card"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _add_balancer(hass: HassProcess, url: str) -> str:
+    """Add the balancer over REST, polled every 5 s; return the entry id."""
+    flow = hass.post(
+        "/api/config/config_entries/flow",
+        {"handler": DOMAIN, "show_advanced_options": False},
+    )
+    path = f"/api/config/config_entries/flow/{flow['flow_id']}"
+    hass.post(path, {"next_step_id": "serial"})
+    hass.post(
+        path,
+        {"port": "manual", "baudrate": "9600", "protocol": "auto", "rs485_address": 1},
+    )
+    flow = hass.post(path, {"port": url})
+    assert flow["type"] == "create_entry", flow
+    entry_id: str = flow["result"]["entry_id"]
+    options = hass.post(
+        "/api/config/config_entries/options/flow", {"handler": entry_id}
+    )
+    result = hass.post(
+        f"/api/config/config_entries/options/flow/{options['flow_id']}",
+        {"poll_interval": POLL_INTERVAL, "keep_connected": True, "settings_every": 10},
+    )
+    assert result["type"] == "create_entry", result
+
+    def loaded() -> bool:
+        entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
+        return [e["state"] for e in entries] == ["loaded"]
+
+    wait_for(loaded, "the entry to be loaded", 45)
+    return entry_id
+
+
+def _new_dashboard(hass: HassProcess) -> None:
+    """An empty dashboard with one masonry view (what "Add dashboard" makes)."""
+    hass.ws(
+        "lovelace/dashboards/create",
+        url_path=DASHBOARD,
+        title="Balancer cells",
+        mode="storage",
+    )
+    hass.ws(
+        "lovelace/config/save",
+        url_path=DASHBOARD,
+        config={"views": [{"title": "Cells", "path": "cells", "cards": []}]},
+    )
+
+
+class Shots:
+    """Numbered screenshots."""
+
+    def __init__(self, page: Page, folder: Path) -> None:
+        """Take screenshots of *page* into *folder*."""
+        self.page = page
+        self.folder = folder
+        self.count = 0
+
+    def __call__(self, name: str, target: Locator | None = None) -> Path:
+        """Save the page (or *target*) as NN-name.png."""
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{name}.png"
+        (target or self.page).screenshot(path=path)
+        return path
+
+
+def test_cell_card_in_the_browser(
+    context: BrowserContext,  # first: skips before Home Assistant starts
+    hass: HassProcess,
+    balancer_thread: BalancerThread,
+    balancer: VirtualBalancer,
+    shots_folder: Path,
+) -> None:
+    """Add the card with the picker and editor; read, change, theme, phone."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    _add_balancer(hass, balancer_thread.url)
+    _new_dashboard(hass)
+    page = context.new_page()
+    shot = Shots(page, shots_folder)
+    try:
+        _use_the_card(hass, balancer_thread, balancer, page, shot)
+    except BaseException:
+        shot("FAILED")
+        raise
+
+
+def _bars(card: Locator) -> Locator:
+    return card.locator(".bar")
+
+
+def _voltages(balancer_thread: BalancerThread, balancer: VirtualBalancer) -> list[Any]:
+    return balancer_thread.call(lambda: list(balancer.cell_voltages))
+
+
+def _use_the_card(
+    hass: HassProcess,
+    balancer_thread: BalancerThread,
+    balancer: VirtualBalancer,
+    page: Page,
+    shot: Shots,
+) -> None:
+    from playwright.sync_api import expect
+
+    # --- log in ---------------------------------------------------------------
+    page.goto(hass.url)
+    page.locator("input[name=username]").fill(OWNER_USERNAME)
+    page.locator("input[name=password]").fill(OWNER_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"/lovelace"))
+    page.wait_for_load_state("networkidle")
+
+    # --- add the card: edit mode, card picker, editor -------------------------
+    page.goto(f"{hass.url}/{DASHBOARD}/cells?edit=1")
+    page.wait_for_load_state("networkidle")
+    shot("edit-mode")
+    page.get_by_role("button", name="Add card").first.click()
+    picker = page.locator("hui-dialog-create-card")
+    expect(picker).to_be_visible()
+    search = picker.get_by_role("textbox").first
+    search.fill(CARD_NAME)
+    preview = picker.locator("active-balancer-cells")
+    expect(preview.first).to_be_attached()
+    shot("card-picker")
+    picker.get_by_text(CARD_NAME, exact=True).first.click()
+
+    editor = page.locator("hui-dialog-edit-card")
+    expect(editor).to_be_visible()
+    expect(editor.locator("active-balancer-cells-editor")).to_be_attached()
+    expect(_bars(editor.locator("active-balancer-cells"))).to_have_count(CELLS)
+    expect(editor.locator("active-balancer-cells-editor")).to_contain_text(
+        "Balancer 16S"
+    )
+    shot("card-editor")
+    editor.get_by_role("button", name="Save").click()
+    expect(editor).to_be_hidden()
+    page.get_by_role("button", name="Done").click()
+    page.wait_for_load_state("networkidle")
+
+    card = page.locator("hui-card active-balancer-cells, active-balancer-cells").first
+    config = hass.ws("lovelace/config", url_path=DASHBOARD)
+    cards = config["views"][0]["cards"]
+    assert [c["type"] for c in cards] == ["custom:active-balancer-cells"], cards
+    assert cards[0]["device_id"], cards
+
+    # --- one bar per cell, lowest and highest marked ---------------------------
+    bars = _bars(card)
+    expect(bars).to_have_count(CELLS)
+    volts = _voltages(balancer_thread, balancer)
+    lowest = volts.index(min(volts)) + 1
+    highest = volts.index(max(volts)) + 1
+    expect(card.locator(".bar.lowest")).to_have_attribute("data-cell", str(lowest))
+    expect(card.locator(".bar.highest")).to_have_attribute("data-cell", str(highest))
+    for number, value in enumerate(volts, start=1):
+        expect(bars.nth(number - 1)).to_have_attribute(
+            "data-mv", str(round(value * 1000))
+        )
+    expect(card).to_contain_text(f"{CELLS}")
+    expect(card.locator(".bar.balancing")).to_have_count(2)
+    light = shot("card-light", card)
+
+    # --- a changed cell moves its bar within one poll -------------------------
+    cell = 7 if lowest != 7 else 8
+    bar = card.locator(f".bar[data-cell='{cell}']")
+    before = bar.locator(".fill").evaluate("e => e.style.height")
+    balancer_thread.call(lambda: balancer.set_cell_voltage(cell, 3.05))
+    expect(bar).to_have_attribute("data-mv", "3050", timeout=ONE_POLL_MS)
+    expect(card.locator(".bar.lowest")).to_have_attribute("data-cell", str(cell))
+    after = bar.locator(".fill").evaluate("e => e.style.height")
+    assert float(after.rstrip("%")) < float(before.rstrip("%")), (before, after)
+    expect(bar).to_have_attribute("title", re.compile(rf"^Cell {cell}: 3050 mV"))
+
+    # --- a tap opens the cell's more-info dialog --------------------------------
+    bar.click()
+    dialog = page.locator("ha-more-info-dialog")
+    expect(dialog.get_by_text(f"Cell {cell} voltage").first).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+
+    # --- dark theme -------------------------------------------------------------
+    light_background = card.locator("ha-card").evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    page.emulate_media(color_scheme="dark")
+    page.wait_for_timeout(500)
+    dark_background = card.locator("ha-card").evaluate(
+        "e => getComputedStyle(e).backgroundColor"
+    )
+    assert dark_background != light_background, dark_background
+    expect(bars).to_have_count(CELLS)
+    shot("card-dark", card)
+    shot("dashboard-dark")
+    page.emulate_media(color_scheme="light")
+
+    # --- phone width ----------------------------------------------------------
+    page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    page.wait_for_timeout(500)
+    expect(bars).to_have_count(CELLS)
+    box = card.bounding_box()
+    assert box is not None
+    assert box["width"] <= PHONE["width"], box
+    last = bars.nth(CELLS - 1).bounding_box()
+    assert last is not None
+    assert last["x"] + last["width"] <= box["x"] + box["width"], (last, box)
+    shot("phone")
+    page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
+
+    # --- unavailable while the balancer is off ---------------------------------
+    balancer_thread.stop()
+    expect(card.locator(".message.unavailable")).to_be_visible(timeout=45_000)
+    expect(bars).to_have_count(0)
+    shot("unavailable", card)
+    balancer_thread.serve()
+    expect(bars).to_have_count(CELLS, timeout=45_000)
+
+    shutil.copyfile(light, ARTIFACTS / "card" / "card.png")
+    assert not hass.integration_problems()
