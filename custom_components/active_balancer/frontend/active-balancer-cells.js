@@ -130,7 +130,7 @@ const STYLE = `
     background: var(--secondary-background-color, #e5e5e5); border-radius: 3px;
     display: flex; align-items: flex-end; outline-offset: 1px; }
   .bar:focus-visible { outline: 2px solid var(--primary-color); }
-  .fill { width: 100%; background: var(--primary-color); border-radius: 3px;
+  .fill { width: 100%; background: var(--success-color, #43a047); border-radius: 3px;
     transition: height 0.4s ease; }
   .bar.lowest .fill { background: var(--info-color, #039be5); }
   .bar.highest .fill { background: var(--error-color, #db4437); }
@@ -142,7 +142,7 @@ const STYLE = `
     gap: 3px; font-size: 11px; text-align: center; color: var(--secondary-text-color); }
   .numbers .lowest { color: var(--info-color, #039be5); font-weight: 700; }
   .numbers .highest { color: var(--error-color, #db4437); font-weight: 700; }
-  .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(90px, 1fr));
+  .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(72px, 1fr));
     gap: 8px; margin-top: 12px; }
   .figure .label { font-size: 12px; color: var(--secondary-text-color); }
   .figure .value { font-size: 16px; color: var(--primary-text-color); }
