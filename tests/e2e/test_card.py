@@ -218,11 +218,13 @@ def _confirm_http_settings(page: Page) -> None:
     The harness configures ``http:`` in configuration.yaml; since 2026.11 the
     frontend asks an administrator to confirm such changed server settings.
     """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     dialog = page.locator("dialog-http-pending-config")
     confirm = dialog.get_by_role("button", name="Confirm")
     try:
         confirm.wait_for(state="visible", timeout=5000)
-    except Exception:  # noqa: BLE001 - no dialog: nothing to confirm
+    except PlaywrightTimeoutError:  # no dialog: nothing to confirm
         return
     confirm.click()
     dialog.get_by_role("button", name="Confirm").wait_for(state="hidden")
