@@ -6,12 +6,11 @@ time; Home Assistant's long-term statistics then give them per hour, day and
 week. A balancer that works more every week at the same loads is the early
 sign of a drifting cell.
 
-How a total is integrated between two polls: the coordinator tells its
-entities only about polls whose data changed, so when a poll arrives the
-previous value has held at least until one poll interval earlier; only the
-last interval is interpolated (trapezoid). A failed poll ends the integration:
-the time until the next successful poll is skipped, not guessed, and so is
-the time Home Assistant was not running.
+How a total is integrated: every successful poll is a sample, and between
+two samples the value is interpolated linearly (trapezoid rule), so a start or
+stop of balancing between two polls is counted as half the interval. A failed
+poll ends the integration: the time until the next successful poll is
+skipped, not guessed, and so is the time Home Assistant was not running.
 """
 
 from __future__ import annotations
@@ -47,12 +46,11 @@ def monotonic() -> float:
     return time.monotonic()
 
 
-class HeldIntegral:
+class Integral:
     """The time integral of a polled, non-negative value; gaps are skipped."""
 
-    def __init__(self, hold: float, total: float = 0.0) -> None:
-        """Start at *total*; *hold* is the poll interval in seconds."""
-        self.hold = hold
+    def __init__(self, total: float = 0.0) -> None:
+        """Start at *total*."""
         self.total = total
         self._last: tuple[float, float] | None = None
 
@@ -63,11 +61,8 @@ class HeldIntegral:
         if last is None:
             return
         start, previous = last
-        elapsed = when - start
-        if elapsed <= 0:
-            return
-        held = max(0.0, elapsed - self.hold)
-        self.total += previous * held + (previous + value) / 2 * (elapsed - held)
+        if when > start:
+            self.total += (previous + value) / 2 * (when - start)
 
     def gap(self) -> None:
         """The balancer was not reached: do not integrate over this time."""
@@ -154,9 +149,7 @@ class BalancingTotalSensor(BalancerEntity, RestoreSensor):
     ) -> None:
         """Create the total, starting at zero until restored."""
         super().__init__(coordinator, description)
-        interval = coordinator.update_interval
-        hold = interval.total_seconds() if interval is not None else 0.0
-        self._integral = HeldIntegral(hold)
+        self._integral = Integral()
         self._reading: Reading | None = None
 
     async def async_added_to_hass(self) -> None:

@@ -24,7 +24,7 @@ from pytest_homeassistant_custom_component.common import (
 
 from custom_components.active_balancer import balancing
 from custom_components.active_balancer.balancing import (
-    HeldIntegral,
+    Integral,
     TopOfChargeSpread,
 )
 from custom_components.active_balancer.const import DEFAULT_POLL_INTERVAL, DOMAIN
@@ -156,7 +156,11 @@ async def test_balancing_that_starts_after_quiet_polls(
     balancer: VirtualBalancer,
     clock: FakeClock,
 ) -> None:
-    """Polls that change nothing are not reported; the idle time is not counted."""
+    """Polls that change nothing still count: the idle time is not smeared.
+
+    Were such polls not passed to the entities, the first balancing poll would
+    be joined to the last changed one, minutes before, by one trapezoid.
+    """
     for cell in range(1, 17):
         balancer.set_cell_voltage(cell, 3.300)
     await setup_entry(hass, entry)
@@ -289,22 +293,21 @@ async def test_no_charge_total_without_a_current(hass: HomeAssistant) -> None:
         await hass.config_entries.async_unload(entry.entry_id)
 
 
-def test_held_integral() -> None:
-    """Unchanged polls are not reported: the old value held until one poll ago."""
-    integral = HeldIntegral(hold=30)
+def test_integral() -> None:
+    """Trapezoids between polls; nothing over a gap or a negative reading."""
+    integral = Integral()
     integral.add(0, 1.0)
     integral.add(30, 1.0)
     assert integral.total == 30
-    # 90 s without a report, then 0: held for 60 s, ramp over the last 30 s.
-    integral.add(120, 0.0)
-    assert integral.total == 30 + 60 + 15
-    integral.add(120, 5.0)  # no time passed
-    assert integral.total == 105
+    integral.add(60, 0.0)  # stopped between the polls: half the interval
+    assert integral.total == 45
+    integral.add(60, 5.0)  # no time passed
+    assert integral.total == 45
     integral.gap()
     integral.add(1000, 1.0)
-    assert integral.total == 105
+    assert integral.total == 45
     integral.add(1030, -1.0)  # a negative reading counts as nothing
-    assert integral.total == 105 + 15
+    assert integral.total == 45 + 15
 
 
 def test_top_of_charge_spread() -> None:

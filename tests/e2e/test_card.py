@@ -179,7 +179,10 @@ def test_cell_card_in_the_browser(
     from playwright.sync_api import expect
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
-    _add_balancer(hass, balancer_thread.url)
+    entry_id = _add_balancer(hass, balancer_thread.url)
+    with ThreadPoolExecutor(1) as pool:
+        entities = pool.submit(hass.entities_of, entry_id).result()
+    totals = Totals(hass, entities, balancer_thread, balancer)
     _new_dashboard(hass)
     page = context.new_page()
     errors: list[str] = []
@@ -191,7 +194,7 @@ def test_cell_card_in_the_browser(
     )
     shot = Shots(page, shots_folder)
     try:
-        _use_the_card(hass, balancer_thread, balancer, page, shot)
+        _use_the_card(hass, balancer_thread, balancer, page, shot, totals=totals)
     except BaseException:
         shot("FAILED")
         raise
@@ -200,6 +203,77 @@ def test_cell_card_in_the_browser(
     assert set(served) <= {200, 304}, served
     assert not errors, errors
     assert not _card_log_errors(hass)
+
+
+class Totals:
+    """The statistics sensors against the simulator's own integral.
+
+    Read twice, some polls apart: between the readings, Home Assistant's
+    balancing time and charge moved grow as much as the simulator says it
+    balanced (the e2e balancer balances all the time at 1 A), give or take the
+    poll each reading may lag behind.
+    """
+
+    def __init__(
+        self,
+        hass: HassProcess,
+        entities: dict[str, str],
+        balancer_thread: BalancerThread,
+        balancer: VirtualBalancer,
+    ) -> None:
+        """Take the first reading."""
+        self.hass = hass
+        self.time_id = entities["balancing_time"]
+        self.charge_id = entities["charge_moved"]
+        self.thread = balancer_thread
+        self.balancer = balancer
+        self.first = self._read()
+
+    def _read(self) -> tuple[float, float, float, float]:
+        time_state = self.hass.state(self.time_id)
+        charge_state = self.hass.state(self.charge_id)
+        assert time_state is not None
+        assert charge_state is not None
+        assert time_state["attributes"]["unit_of_measurement"] == "h"
+        assert charge_state["attributes"]["unit_of_measurement"] == "Ah"
+        seconds, charge = self.thread.call(
+            lambda: (self.balancer.balanced_seconds, self.balancer.balanced_charge)
+        )
+        return (
+            float(time_state["state"]) * 3600,
+            float(charge_state["state"]),
+            seconds,
+            charge,
+        )
+
+    def check(self) -> None:
+        """The second reading: both totals grew like the simulator's."""
+        wait_for(
+            lambda: self._read()[2] - self.first[2] >= 6 * POLL_INTERVAL,
+            "six polls of balancing since the first reading",
+            60,
+            interval=1.0,
+        )
+        last = self._read()
+        shown_seconds = last[0] - self.first[0]
+        true_seconds = last[2] - self.first[2]
+        assert abs(shown_seconds - true_seconds) <= 2 * POLL_INTERVAL, (
+            shown_seconds,
+            true_seconds,
+        )
+        shown_charge = last[1] - self.first[1]
+        true_charge = last[3] - self.first[3]
+        (ARTIFACTS / "card" / "totals.txt").write_text(
+            f"balancing time: shown {shown_seconds:.1f} s, "
+            f"simulator {true_seconds:.1f} s\n"
+            f"charge moved: shown {shown_charge:.5f} Ah, "
+            f"simulator {true_charge:.5f} Ah\n",
+            encoding="utf-8",
+        )
+        assert abs(shown_charge - true_charge) <= 2 * POLL_INTERVAL / 3600, (
+            shown_charge,
+            true_charge,
+        )
 
 
 def _card_log_errors(hass: HassProcess) -> list[str]:
@@ -244,6 +318,8 @@ def _use_the_card(
     balancer: VirtualBalancer,
     page: Page,
     shot: Shots,
+    *,
+    totals: Totals,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -362,6 +438,9 @@ def _use_the_card(
     page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
     # --- unavailable while the balancer is off ---------------------------------
+    # --- the statistics sensors followed the balancer meanwhile ----------------
+    totals.check()
+
     balancer_thread.stop()
     expect(card.locator(".message.unavailable")).to_be_visible(timeout=45_000)
     expect(bars).to_have_count(0)
