@@ -125,8 +125,7 @@ def statistics_sensors(coordinator: BalancerCoordinator) -> list[BalancerEntity]
         for description in TOTALS
         if description.exists_fn(reading)
     ]
-    if reading.cell_count >= 2:  # noqa: PLR2004 - a spread needs two cells
-        sensors.append(TopOfChargeSpreadSensor(coordinator, SPREAD))
+    sensors.append(TopOfChargeSpreadSensor(coordinator, SPREAD))
     return sensors
 
 

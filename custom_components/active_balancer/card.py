@@ -40,7 +40,7 @@ def _version(path: Path) -> str:
 
 async def async_register_card(hass: HomeAssistant) -> None:
     """Serve the card and add it to the frontend, unless done in this run."""
-    if DATA_CARD_URL in hass.data or hass.http is None:
+    if DATA_CARD_URL in hass.data:
         return
     # Claimed before the first await: two entries set up at once register once.
     hass.data[DATA_CARD_URL] = CARD_URL

@@ -12,6 +12,7 @@ polls may put them off by half an interval at most.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import dataclasses
 
 from homeassistant.const import STATE_UNAVAILABLE
 from homeassistant.core import HomeAssistant, State
@@ -178,6 +179,28 @@ async def test_balancing_that_starts_after_quiet_polls(
     assert_matches(hass, balancer.balanced_seconds, transitions=2)
 
 
+async def test_settings_update_adds_no_sample(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    balancer: VirtualBalancer,
+    clock: FakeClock,
+) -> None:
+    """New settings (after a write) carry the old reading: nothing is added."""
+    await setup_entry(hass, entry)
+    await poll(hass, clock)
+    shown = seconds(hass)
+    clock.now += 20
+    coordinator = entry.runtime_data
+    coordinator.async_set_updated_data(
+        dataclasses.replace(coordinator.data, settings=coordinator.data.settings)
+    )
+    await hass.async_block_till_done()
+    assert seconds(hass) == shown
+    clock.now += POLL - 20
+    await async_next_poll(hass, POLL)
+    assert_matches(hass, balancer.balanced_seconds)
+
+
 async def test_totals_continue_after_a_restart(
     hass: HomeAssistant,
     entry: MockConfigEntry,
@@ -252,21 +275,31 @@ async def test_unavailable_gap_is_skipped(
     assert_matches(hass, balancer.balanced_seconds - unseen)
 
 
+@pytest.mark.parametrize(
+    ("stored_time", "stored_charge"),
+    [
+        ((-5.0, "s"), ("lots", "Ah")),  # negative; not a number
+        ((5.0, "min"), (None, "Ah")),  # another unit; nothing stored
+    ],
+)
 async def test_bad_restored_totals_start_from_zero(
-    hass: HomeAssistant, entry: MockConfigEntry
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    stored_time: tuple[object, str],
+    stored_charge: tuple[object, str],
 ) -> None:
-    """A restored value that is no total (negative, text, other unit) is dropped."""
+    """A restored value that is no total of this sensor is dropped."""
     mock_restore_cache_with_extra_data(
         hass,
-        (
+        tuple(
             (
-                State(TIME, "-1"),
-                {"native_value": -5.0, "native_unit_of_measurement": "s"},
-            ),
-            (
-                State(CHARGE, "x"),
-                {"native_value": 2.0, "native_unit_of_measurement": "mAh"},
-            ),
+                State(entity_id, "x"),
+                {"native_value": value, "native_unit_of_measurement": unit},
+            )
+            for entity_id, (value, unit) in (
+                (TIME, stored_time),
+                (CHARGE, stored_charge),
+            )
         ),
     )
     await setup_entry(hass, entry)

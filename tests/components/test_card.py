@@ -109,6 +109,7 @@ async def test_static_path_registered_once(
     await setup_entry(hass, entry)
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
+    await card.async_register_card(hass)
     assert registrations == [CARD_URL]
     assert len(_ours(loaded_frontend)) == 1
 

@@ -5,8 +5,8 @@ then, in headless Chromium, the card is added to a fresh dashboard through
 the card picker and the card editor, like a new user does: no resource, no
 YAML. The test checks one bar per cell, the lowest and highest cells marked,
 a cell voltage changed in the virtual balancer moving its bar within one poll,
-the tooltip, the more-info dialog on a tap, light and dark theme, a phone
-width and the "unavailable" state while the balancer is off. Screenshots go
+the tooltip, the more-info dialog on a tap, an alarm label, light and dark
+theme, a phone width and the "unavailable" state while the balancer is off. Screenshots go
 to ``artifacts/e2e/card/``.
 """
 
@@ -465,6 +465,15 @@ def _use_the_card(
     expect(dialog.get_by_text(f"Cell {cell} voltage").first).to_be_visible()
     page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
+
+    # --- an alarm shows while it is raised ----------------------------------------
+    balancer_thread.call(lambda: balancer.set_cell_voltage(cell, 2.25))
+    alarm = card.locator(".alarm[data-alarm='cell_undervoltage']")
+    expect(alarm).to_have_text("Cell under-voltage", timeout=ONE_POLL_MS)
+    expect(card.locator(".alarm")).to_have_count(1)
+    shot("alarm", card)
+    balancer_thread.call(lambda: balancer.set_cell_voltage(cell, 3.05))
+    expect(alarm).to_have_count(0, timeout=ONE_POLL_MS)
 
     # --- dark theme -------------------------------------------------------------
     light_background = card.locator("ha-card").evaluate(
