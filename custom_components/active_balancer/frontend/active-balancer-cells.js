@@ -164,6 +164,7 @@ class ActiveBalancerCellsCard extends HTMLElement {
     this.attachShadow({ mode: "open" });
     this._config = {};
     this._entities = null; // what the registry says for the device
+    this._registry = null; // the hass.entities the list was made from
     this._cells = new Map(); // entity id -> cell number (from the unique ids)
     this._fetching = null;
     this._shown = null;
@@ -185,6 +186,7 @@ class ActiveBalancerCellsCard extends HTMLElement {
     }
     this._config = { ...config };
     this._entities = null;
+    this._registry = null;
     this._shown = null;
     this._update();
   }
@@ -249,11 +251,17 @@ class ActiveBalancerCellsCard extends HTMLElement {
       this._message(strings(hass).notFound);
       return;
     }
-    const resolved = this._resolve();
-    if (!this._entities || this._entities.signature !== resolved.signature) {
-      this._entities = resolved;
-      this._shown = null;
+    // The frontend replaces hass.entities when the registry changes: only then
+    // is the device's entity list looked up again (not on every state change).
+    if (!this._entities || this._registry !== hass.entities) {
+      const resolved = this._resolve();
+      this._registry = hass.entities;
+      if (!this._entities || this._entities.signature !== resolved.signature) {
+        this._entities = resolved;
+        this._shown = null;
+      }
     }
+    const resolved = this._entities;
     const missing = resolved.cells.filter((id) => !this._cells.has(id));
     if (missing.length && !this._fetching) {
       this._fetching = this._fetchCells(missing)
@@ -281,8 +289,11 @@ class ActiveBalancerCellsCard extends HTMLElement {
 
   _message(text, kind = "") {
     this._shown = null;
-    this.shadowRoot.innerHTML = `<style>${STYLE}</style><ha-card>${this._header(null)}
+    const html = `<style>${STYLE}</style><ha-card>${this._header(null)}
       <div class="message ${kind}">${escape(text)}</div></ha-card>`;
+    if (html === this._html) return; // the same message: leave the DOM alone
+    this._html = html;
+    this.shadowRoot.innerHTML = html;
   }
 
   _header(balancing) {
@@ -397,6 +408,7 @@ class ActiveBalancerCellsCard extends HTMLElement {
       .map((key) => `<span class="alarm" data-alarm="${key}">${escape(text[key])}</span>`)
       .join("");
 
+    this._html = null;
     this.shadowRoot.innerHTML = `<style>${STYLE}</style>
       <ha-card>${this._header(balancing)}
         <div class="bars" style="--cells:${cells.length}">${bars}</div>
