@@ -32,9 +32,9 @@ from homeassistant.const import UnitOfElectricPotential, UnitOfTime
 from homeassistant.core import callback
 from homeassistant.util import dt as dt_util
 
-from .coordinator import BalancerCoordinator
+from .coordinator import BalancerCoordinator, BalancerData
 from .entity import BalancerEntity
-from .protocol import Reading
+from .protocol import Reading, Variant
 
 AMPERE_HOUR = "Ah"
 SPREAD_WINDOW_HOURS = 24
@@ -73,14 +73,24 @@ class Integral:
 class TotalDescription(SensorEntityDescription):
     """A total and the polled value it integrates (per second)."""
 
-    rate_fn: Callable[[Reading], float]
-    exists_fn: Callable[[Reading], bool]
+    rate_fn: Callable[[Reading], float | None]
+    """What the total grows by per second now; None: unknown (a gap)."""
+    exists_fn: Callable[[BalancerData], bool]
 
 
-def _charge_rate(reading: Reading) -> float:
+def _time_rate(reading: Reading) -> float | None:
+    """One second per second while balancing runs."""
+    if reading.balancing is None:
+        return None
+    return 1.0 if reading.balancing else 0.0
+
+
+def _charge_rate(reading: Reading) -> float | None:
     """Ampere-hours per second the balance current moves now."""
-    if reading.balancing is False or reading.balance_current is None:
+    if reading.balancing is False:
         return 0.0
+    if reading.balance_current is None:  # the device left the current out
+        return None
     return abs(reading.balance_current) / 3600
 
 
@@ -93,8 +103,8 @@ TOTALS: tuple[TotalDescription, ...] = (
         native_unit_of_measurement=UnitOfTime.SECONDS,
         suggested_unit_of_measurement=UnitOfTime.HOURS,
         suggested_display_precision=2,
-        rate_fn=lambda r: 1.0 if r.balancing else 0.0,
-        exists_fn=lambda r: r.balancing is not None,
+        rate_fn=_time_rate,
+        exists_fn=lambda _: True,
     ),
     TotalDescription(
         key="charge_moved",
@@ -103,7 +113,8 @@ TOTALS: tuple[TotalDescription, ...] = (
         native_unit_of_measurement=AMPERE_HOUR,
         suggested_display_precision=3,
         rate_fn=_charge_rate,
-        exists_fn=lambda r: r.balance_current is not None,
+        # Like the balance current sensor: A5 has no current at all.
+        exists_fn=lambda d: d.info.variant is not Variant.A5,
     ),
 )
 
@@ -119,11 +130,10 @@ SPREAD = SensorEntityDescription(
 
 def statistics_sensors(coordinator: BalancerCoordinator) -> list[BalancerEntity]:
     """The statistics sensors this balancer's readings support."""
-    reading = coordinator.data.reading
     sensors: list[BalancerEntity] = [
         BalancingTotalSensor(coordinator, description)
         for description in TOTALS
-        if description.exists_fn(reading)
+        if description.exists_fn(coordinator.data)
     ]
     sensors.append(TopOfChargeSpreadSensor(coordinator, SPREAD))
     return sensors
@@ -172,7 +182,11 @@ class BalancingTotalSensor(BalancerEntity, RestoreSensor):
         if reading is self._reading:  # e.g. settings changed after a write
             return
         self._reading = reading
-        self._integral.add(monotonic(), self.entity_description.rate_fn(reading))
+        rate = self.entity_description.rate_fn(reading)
+        if rate is None:
+            self._integral.gap()
+        else:
+            self._integral.add(monotonic(), rate)
 
     @callback
     def _handle_coordinator_update(self) -> None:

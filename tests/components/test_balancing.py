@@ -326,6 +326,33 @@ async def test_no_charge_total_without_a_current(hass: HomeAssistant) -> None:
         await hass.config_entries.async_unload(entry.entry_id)
 
 
+async def test_no_charge_invented_without_the_current(
+    hass: HomeAssistant, balancer: VirtualBalancer, clock: FakeClock
+) -> None:
+    """A device that leaves the balance current out: time grows, charge not."""
+    from custom_components.active_balancer.protocol import Variant
+    from custom_components.active_balancer.protocol.virtual import Quirks
+
+    balancer.variants = frozenset({Variant.D2})
+    balancer.quirks = Quirks(ignore_registers=[(0x40, 0x40)])
+    async with await serve_tcp(balancer) as srv:
+        entry = MockConfigEntry(
+            domain=DOMAIN,
+            title="Balancer 16S",
+            data=serial_entry_data(srv.url),
+            unique_id="virtual-no-current",
+        )
+        entry.add_to_hass(hass)
+        await setup_entry(hass, entry)
+        assert "balance_current" in entry.runtime_data.client.unanswered
+        for _ in range(10):
+            await poll(hass, clock)
+        assert balancer.balanced_charge > 0
+        assert ampere_hours(hass) == 0
+        assert seconds(hass) == pytest.approx(balancer.balanced_seconds, abs=0.1)
+        await hass.config_entries.async_unload(entry.entry_id)
+
+
 def test_integral() -> None:
     """Trapezoids between polls; nothing over a gap or a negative reading."""
     integral = Integral()
