@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 import os
 from pathlib import Path
 import re
@@ -65,7 +66,6 @@ DASHBOARD = "balancer-cells"
 CARD_NAME = "Active balancer cells"
 TITLE = "Battery cells"
 CARD_PATH = f"/{DOMAIN}/active-balancer-cells.js"
-OWN_MODULES = ("card", "balancing", "sensor")
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +209,7 @@ def test_cell_card_in_the_browser(
     assert served, f"{CARD_PATH} was never requested"
     assert set(served) <= {200, 304}, served
     assert not errors, errors
-    assert not _card_log_errors(hass)
+    assert not hass.integration_problems()
     try:
         _check_readme_graphs(hass, page, shot, totals)
     except BaseException:
@@ -333,16 +333,6 @@ def _readme_graphs() -> list[dict[str, Any]]:
     return [yaml.safe_load(block) for block in blocks]
 
 
-def _card_log_errors(hass: HassProcess) -> list[str]:
-    """Errors logged by the card registration or the statistics sensors."""
-    return [
-        line
-        for line in hass.log_text().splitlines()
-        if " ERROR " in line
-        and any(f"[custom_components.{DOMAIN}.{m}]" in line for m in OWN_MODULES)
-    ]
-
-
 def _confirm_http_settings(page: Page) -> None:
     """Keep the YAML http settings if Home Assistant asks (2026.11 and later).
 
@@ -369,6 +359,17 @@ def _voltages(balancer_thread: BalancerThread, balancer: VirtualBalancer) -> lis
     return balancer_thread.call(lambda: list(balancer.cell_voltages))
 
 
+@dataclass
+class Ui:
+    """What the browser steps work with."""
+
+    hass: HassProcess
+    thread: BalancerThread
+    balancer: VirtualBalancer
+    page: Page
+    shot: Shots
+
+
 def _use_the_card(
     hass: HassProcess,
     balancer_thread: BalancerThread,
@@ -378,35 +379,51 @@ def _use_the_card(
     *,
     totals: Totals,
 ) -> None:
+    ui = Ui(hass, balancer_thread, balancer, page, shot)
+    _log_in(ui)
+    card = _add_the_card(ui)
+    lowest, light = _bars_and_marks(ui, card)
+    cell = _change_a_cell(ui, card, lowest)
+    _tap_and_alarm(ui, card, cell)
+    _themes_and_phone(ui, card)
+    # The statistics sensors followed the balancer meanwhile.
+    totals.check()
+    _unavailable_while_off(ui, card)
+    shutil.copyfile(light, ARTIFACTS / "card" / "card.png")
+
+
+def _log_in(ui: Ui) -> None:
+    # --- log in ---------------------------------------------------------------
+    ui.page.goto(ui.hass.url)
+    ui.page.locator("input[name=username]").fill(OWNER_USERNAME)
+    ui.page.locator("input[name=password]").fill(OWNER_PASSWORD)
+    ui.page.get_by_role("button", name="Log in").click()
+    # 2025.x lands on /lovelace, 2026.x on the /home overview.
+    ui.page.wait_for_url(re.compile(r"/(lovelace|home)"))
+    ui.page.wait_for_load_state("networkidle")
+
+
+def _add_the_card(ui: Ui) -> Locator:
     from playwright.sync_api import expect
 
-    # --- log in ---------------------------------------------------------------
-    page.goto(hass.url)
-    page.locator("input[name=username]").fill(OWNER_USERNAME)
-    page.locator("input[name=password]").fill(OWNER_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    # 2025.x lands on /lovelace, 2026.x on the /home overview.
-    page.wait_for_url(re.compile(r"/(lovelace|home)"))
-    page.wait_for_load_state("networkidle")
-
     # --- add the card: edit mode, card picker, editor -------------------------
-    page.goto(f"{hass.url}/{DASHBOARD}/cells?edit=1")
-    page.wait_for_load_state("networkidle")
-    _confirm_http_settings(page)
-    shot("edit-mode")
-    page.get_by_role("button", name="Add card").first.click()
-    picker = page.locator("hui-dialog-create-card")
+    ui.page.goto(f"{ui.hass.url}/{DASHBOARD}/cells?edit=1")
+    ui.page.wait_for_load_state("networkidle")
+    _confirm_http_settings(ui.page)
+    ui.shot("edit-mode")
+    ui.page.get_by_role("button", name="Add card").first.click()
+    picker = ui.page.locator("hui-dialog-create-card")
     picker.get_by_role("tab", name="By card").click()
     search = picker.get_by_role("textbox").first
     expect(search).to_be_visible()
     search.fill(CARD_NAME)
     preview = picker.locator("active-balancer-cells")
     expect(preview.first).to_be_attached()
-    shot("card-picker")
+    ui.shot("card-picker")
     # The picker lays a transparent overlay over each preview: click through it.
     picker.get_by_text(CARD_NAME, exact=True).first.click(force=True)
 
-    editor = page.locator("hui-dialog-edit-card")
+    editor = ui.page.locator("hui-dialog-edit-card")
     expect(editor.locator("active-balancer-cells-editor")).to_be_visible()
     expect(_bars(editor.locator("active-balancer-cells"))).to_have_count(CELLS)
     # The device picker (filtered to this integration) holds the stub's choice.
@@ -419,23 +436,30 @@ def _use_the_card(
     form = editor.locator("active-balancer-cells-editor")
     form.get_by_role("textbox", name="Title").fill(TITLE)
     expect(editor.locator("active-balancer-cells .title")).to_have_text(TITLE)
-    shot("card-editor")
+    ui.shot("card-editor")
     editor.get_by_role("button", name="Save").click()
     expect(editor.locator("active-balancer-cells-editor")).to_have_count(0)
-    page.get_by_role("button", name="Done").click()
-    page.wait_for_load_state("networkidle")
+    ui.page.get_by_role("button", name="Done").click()
+    ui.page.wait_for_load_state("networkidle")
 
-    card = page.locator("hui-card active-balancer-cells, active-balancer-cells").first
-    config = _ws(hass, "lovelace/config", url_path=DASHBOARD)
+    card = ui.page.locator(
+        "hui-card active-balancer-cells, active-balancer-cells"
+    ).first
+    config = _ws(ui.hass, "lovelace/config", url_path=DASHBOARD)
     cards = config["views"][0]["cards"]
     assert [c["type"] for c in cards] == ["custom:active-balancer-cells"], cards
     assert cards[0]["device_id"], cards
     assert cards[0]["title"] == TITLE, cards
+    return card
+
+
+def _bars_and_marks(ui: Ui, card: Locator) -> tuple[int, Path]:
+    from playwright.sync_api import expect
 
     # --- one bar per cell, lowest and highest marked ---------------------------
     bars = _bars(card)
     expect(bars).to_have_count(CELLS)
-    volts = _voltages(balancer_thread, balancer)
+    volts = _voltages(ui.thread, ui.balancer)
     lowest = volts.index(min(volts)) + 1
     highest = volts.index(max(volts)) + 1
     expect(card.locator(".bar.lowest")).to_have_attribute("data-cell", str(lowest))
@@ -446,53 +470,69 @@ def _use_the_card(
         )
     expect(card).to_contain_text(f"{CELLS}")
     expect(card.locator(".bar.balancing")).to_have_count(2)
-    light = shot("card-light", card)
+    light = ui.shot("card-light", card)
+    return lowest, light
+
+
+def _change_a_cell(ui: Ui, card: Locator, lowest: int) -> int:
+    from playwright.sync_api import expect
 
     # --- a changed cell moves its bar within one poll -------------------------
     cell = 7 if lowest != 7 else 8
     bar = card.locator(f".bar[data-cell='{cell}']")
     before = bar.locator(".fill").evaluate("e => e.style.height")
-    balancer_thread.call(lambda: balancer.set_cell_voltage(cell, 3.05))
+    ui.thread.call(lambda: ui.balancer.set_cell_voltage(cell, 3.05))
     expect(bar).to_have_attribute("data-mv", "3050", timeout=ONE_POLL_MS)
     expect(card.locator(".bar.lowest")).to_have_attribute("data-cell", str(cell))
     after = bar.locator(".fill").evaluate("e => e.style.height")
     assert float(after.rstrip("%")) < float(before.rstrip("%")), (before, after)
     expect(bar).to_have_attribute("title", re.compile(rf"^Cell {cell}: 3050 mV"))
+    return cell
 
+
+def _tap_and_alarm(ui: Ui, card: Locator, cell: int) -> None:
+    from playwright.sync_api import expect
+
+    bar = card.locator(f".bar[data-cell='{cell}']")
     # --- a tap opens the cell's more-info dialog --------------------------------
     bar.click()
-    dialog = page.locator("ha-more-info-dialog")
+    dialog = ui.page.locator("ha-more-info-dialog")
     expect(dialog.get_by_text(f"Cell {cell} voltage").first).to_be_visible()
-    page.keyboard.press("Escape")
+    ui.page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 
     # --- an alarm shows while it is raised ----------------------------------------
-    balancer_thread.call(lambda: balancer.set_cell_voltage(cell, 2.25))
+    ui.thread.call(lambda: ui.balancer.set_cell_voltage(cell, 2.25))
     alarm = card.locator(".alarm[data-alarm='cell_undervoltage']")
     expect(alarm).to_have_text("Cell under-voltage", timeout=ONE_POLL_MS)
     expect(card.locator(".alarm")).to_have_count(1)
-    shot("alarm", card)
-    balancer_thread.call(lambda: balancer.set_cell_voltage(cell, 3.05))
+    ui.shot("alarm", card)
+    ui.thread.call(lambda: ui.balancer.set_cell_voltage(cell, 3.05))
     expect(alarm).to_have_count(0, timeout=ONE_POLL_MS)
 
+
+def _themes_and_phone(ui: Ui, card: Locator) -> None:
+    from playwright.sync_api import expect
+
+    bars = _bars(card)
     # --- dark theme -------------------------------------------------------------
     light_background = card.locator("ha-card").evaluate(
         "e => getComputedStyle(e).backgroundColor"
     )
-    page.emulate_media(color_scheme="dark")
-    page.wait_for_timeout(500)
+    ui.page.emulate_media(color_scheme="dark")
+    ui.page.wait_for_timeout(500)
     dark_background = card.locator("ha-card").evaluate(
         "e => getComputedStyle(e).backgroundColor"
     )
     assert dark_background != light_background, dark_background
     expect(bars).to_have_count(CELLS)
-    shot("card-dark", card)
-    shot("dashboard-dark")
-    page.emulate_media(color_scheme="light")
+    ui.shot("card-dark", card)
+    ui.shot("dashboard-dark")
+    ui.page.emulate_media(color_scheme="light")
 
     # --- phone width ----------------------------------------------------------
-    page.set_viewport_size(PHONE)  # type: ignore[arg-type]
-    page.wait_for_timeout(500)
+    ui.page.set_viewport_size(PHONE)  # type: ignore[arg-type]
+    ui.page.wait_for_timeout(500)
     expect(bars).to_have_count(CELLS)
     box = card.bounding_box()
     assert box is not None
@@ -500,18 +540,18 @@ def _use_the_card(
     last = bars.nth(CELLS - 1).bounding_box()
     assert last is not None
     assert last["x"] + last["width"] <= box["x"] + box["width"], (last, box)
-    shot("phone")
-    page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
+    ui.shot("phone")
+    ui.page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
+
+def _unavailable_while_off(ui: Ui, card: Locator) -> None:
+    from playwright.sync_api import expect
+
+    bars = _bars(card)
     # --- unavailable while the balancer is off ---------------------------------
-    # --- the statistics sensors followed the balancer meanwhile ----------------
-    totals.check()
-
-    balancer_thread.stop()
+    ui.thread.stop()
     expect(card.locator(".message.unavailable")).to_be_visible(timeout=45_000)
     expect(bars).to_have_count(0)
-    shot("unavailable", card)
-    balancer_thread.serve()
+    ui.shot("unavailable", card)
+    ui.thread.serve()
     expect(bars).to_have_count(CELLS, timeout=45_000)
-
-    shutil.copyfile(light, ARTIFACTS / "card" / "card.png")
