@@ -353,6 +353,28 @@ async def test_no_charge_invented_without_the_current(
         await hass.config_entries.async_unload(entry.entry_id)
 
 
+def test_rates() -> None:
+    """What a total grows by; None where the reading does not say (a gap)."""
+    from custom_components.active_balancer.balancing import (
+        _charge_rate,
+        _time_rate,
+    )
+    from custom_components.active_balancer.protocol import Reading
+
+    cells = (3.3, 3.35)
+    assert _time_rate(Reading(cells, balancing=None)) is None
+    assert _time_rate(Reading(cells, balancing=False)) == 0
+    assert _time_rate(Reading(cells, balancing=True)) == 1
+    idle = Reading(cells, balancing=False, balance_current=None)
+    assert _charge_rate(idle) == 0
+    unknown = Reading(cells, balancing=True, balance_current=None)
+    assert _charge_rate(unknown) is None
+    # A current reported with a sign counts by its size.
+    assert _charge_rate(Reading(cells, balancing=True, balance_current=-0.9)) == (
+        pytest.approx(0.9 / 3600)
+    )
+
+
 def test_integral() -> None:
     """Trapezoids between polls; nothing over a gap or a negative reading."""
     integral = Integral()
