@@ -123,7 +123,7 @@ def _add_balancer(hass: HassProcess, url: str) -> str:
     )
     result = hass.post(
         f"/api/config/config_entries/options/flow/{options['flow_id']}",
-        {"poll_interval": POLL_INTERVAL, "keep_connected": True, "settings_every": 10},
+        {"poll_interval": POLL_INTERVAL, "settings_every": 10},
     )
     assert result["type"] == "create_entry", result
 
@@ -487,6 +487,14 @@ def _change_a_cell(ui: Ui, card: Locator, lowest: int) -> int:
     after = bar.locator(".fill").evaluate("e => e.style.height")
     assert float(after.rstrip("%")) < float(before.rstrip("%")), (before, after)
     expect(bar).to_have_attribute("title", re.compile(rf"^Cell {cell}: 3050 mV"))
+    # The figures, whatever unit Home Assistant shows them in (the difference
+    # is shown in mV, the others in V).
+    volts = _voltages(ui.thread, ui.balancer)
+    delta = round((max(volts) - min(volts)) * 1000)
+    figures = card.locator(".figure .value")
+    expect(figures.nth(0)).to_have_text(str(CELLS))
+    expect(figures.nth(1)).to_have_text(f"{delta} mV")
+    expect(figures.nth(2)).to_have_text(f"{sum(volts) / CELLS:.3f} V")
     return cell
 
 
@@ -497,7 +505,8 @@ def _tap_and_alarm(ui: Ui, card: Locator, cell: int) -> None:
     # --- a tap opens the cell's more-info dialog --------------------------------
     bar.click()
     dialog = ui.page.locator("ha-more-info-dialog")
-    expect(dialog.get_by_text(f"Cell {cell} voltage").first).to_be_visible()
+    # 16 cells: the names are zero-padded ("Cell 07 voltage").
+    expect(dialog.get_by_text(f"Cell {cell:02d} voltage").first).to_be_visible()
     ui.page.keyboard.press("Escape")
     expect(dialog).to_be_hidden()
 

@@ -106,6 +106,20 @@ function number(state) {
   return Number.isFinite(value) ? value : null;
 }
 
+// Volts per unit a voltage may be shown in (the user can pick mV; the
+// cell voltage difference is shown in mV by default).
+const VOLTS = { V: 1, mV: 0.001, µV: 0.000001, kV: 1000 };
+
+function voltsPer(state) {
+  return VOLTS[state?.attributes?.unit_of_measurement] ?? 1;
+}
+
+/** A voltage state in volts, whatever unit it is shown in. */
+function volts(state) {
+  const value = number(state);
+  return value === null ? null : value * voltsPer(state);
+}
+
 /** The balancer devices: devices with an entity of this integration. */
 function balancerDevices(hass) {
   const ids = new Set();
@@ -318,8 +332,8 @@ class ActiveBalancerCellsCard extends HTMLElement {
     if (Number.isFinite(low) && Number.isFinite(high) && high > low) return [low, high];
     // The balance start voltage's limits follow the chemistry set on the device.
     const start = this._state("number.balance_start_voltage");
-    const min = Number(start?.attributes?.min);
-    const max = Number(start?.attributes?.max);
+    const min = Number(start?.attributes?.min) * voltsPer(start);
+    const max = Number(start?.attributes?.max) * voltsPer(start);
     return Number.isFinite(min) && Number.isFinite(max) && max > min ? [min, max] : FALLBACK_RANGE;
   }
 
@@ -327,7 +341,7 @@ class ActiveBalancerCellsCard extends HTMLElement {
     const hass = this._hass;
     const text = strings(hass);
     const cells = this._entities.cells
-      .map((id) => ({ id, number: this._cells.get(id), volts: number(hass.states[id]) }))
+      .map((id) => ({ id, number: this._cells.get(id), volts: volts(hass.states[id]) }))
       .filter((cell) => Number.isInteger(cell.number))
       .sort((a, b) => a.number - b.number);
     const connected = this._state("binary_sensor.connectivity");
@@ -340,9 +354,9 @@ class ActiveBalancerCellsCard extends HTMLElement {
       return;
     }
     const known = cells.filter((cell) => cell.volts !== null);
-    const volts = known.map((cell) => cell.volts);
-    const low = Math.min(...volts);
-    const high = Math.max(...volts);
+    const values = known.map((cell) => cell.volts);
+    const low = Math.min(...values);
+    const high = Math.max(...values);
     const lowest = known.find((cell) => cell.volts === low)?.number;
     const highest = known.find((cell) => cell.volts === high)?.number;
     const balancingCells = new Set(
@@ -389,9 +403,9 @@ class ActiveBalancerCellsCard extends HTMLElement {
       .join("");
 
     const format = (value, digits, unit) => (value === null ? "–" : `${value.toFixed(digits)} ${unit}`);
-    const delta = number(this._state("sensor.delta_cell_voltage"));
-    const average = number(this._state("sensor.average_cell_voltage"));
-    const pack = number(this._state("sensor.pack_voltage"));
+    const delta = volts(this._state("sensor.delta_cell_voltage"));
+    const average = volts(this._state("sensor.average_cell_voltage"));
+    const pack = volts(this._state("sensor.pack_voltage"));
     const figures = [
       [text.cells, `${cells.length}`],
       [text.delta, delta === null ? "–" : `${Math.round(delta * 1000)} mV`],
