@@ -124,7 +124,9 @@ SPREAD = SensorEntityDescription(
     device_class=SensorDeviceClass.VOLTAGE,
     state_class=SensorStateClass.MEASUREMENT,
     native_unit_of_measurement=UnitOfElectricPotential.VOLT,
-    suggested_display_precision=3,
+    # Shown in mV like the cell voltage difference.
+    suggested_unit_of_measurement=UnitOfElectricPotential.MILLIVOLT,
+    suggested_display_precision=0,
 )
 
 

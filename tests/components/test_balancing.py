@@ -426,10 +426,12 @@ async def test_spread_sensor(
         ),
     )
     await setup_entry(hass, entry)
-    assert float(hass.states.get(SPREAD).state) == 0.07
+    state = hass.states.get(SPREAD)
+    assert state.attributes["unit_of_measurement"] == "mV"
+    assert float(state.state) == pytest.approx(70)
     # A higher top of charge now: its spread is shown.
     for cell in range(1, 17):
         balancer.set_cell_voltage(cell, 3.55)
     balancer.set_cell_voltage(3, 3.52)
     await async_next_poll(hass)
-    assert float(hass.states.get(SPREAD).state) == pytest.approx(0.03)
+    assert float(hass.states.get(SPREAD).state) == pytest.approx(30)
