@@ -7,11 +7,16 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers.typing import ConfigType
 
+from .card import async_register_card
 from .connection import create_connection
 from .const import DOMAIN
 from .coordinator import BalancerCoordinator
 from .protocol import ConnectionFailed
+
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
@@ -21,6 +26,12 @@ PLATFORMS: list[Platform] = [
 ]
 
 type BalancerConfigEntry = ConfigEntry[BalancerCoordinator]
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Serve the cell view card (once per Home Assistant run, for every entry)."""
+    await async_register_card(hass)
+    return True
 
 
 async def async_setup_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> bool:

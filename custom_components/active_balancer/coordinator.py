@@ -105,7 +105,10 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
             config_entry=entry,
             name=entry.title,
             update_interval=timedelta(seconds=interval),
-            always_update=False,
+            # Every poll reaches the entities, also one that changed nothing:
+            # the balancing totals integrate over every poll. The entities
+            # still write a state only when what they show changed.
+            always_update=True,
         )
         self.client = client
         self.ble_link = ble_link

@@ -24,6 +24,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
 from . import BalancerConfigEntry
+from .balancing import statistics_sensors
 from .coordinator import BalancerCoordinator, BalancerData
 from .entity import BalancerEntity
 from .protocol import Variant
@@ -198,9 +199,10 @@ async def async_setup_entry(
     ]
     if coordinator.ble_link is not None:
         descriptions.append(RSSI)
-    entities = [
+    entities: list[BalancerEntity] = [
         BalancerSensor(coordinator, description) for description in descriptions
     ]
+    entities.extend(statistics_sensors(coordinator))
     async_add_entities(entities)
 
 

@@ -286,6 +286,11 @@ class VirtualBalancer:
         self.replies = 0
         """Requests answered (before faults)."""
 
+        self.balanced_seconds = 0.0
+        """Time balancing ran (the integral the statistics sensors measure)."""
+        self.balanced_charge = 0.0
+        """Charge the balance current moved while balancing ran, in Ah."""
+
         self._offset = 0.0
         self._last_time = self.now()
         self._last_activity = self._last_time
@@ -380,14 +385,21 @@ class VirtualBalancer:
         cells = self.cell_voltages
         while seconds > 0:
             pair = self._pair()
-            rate = self._current() * self.volts_per_amp_second
-            if pair is None or rate <= 0:
+            current = self._current()
+            rate = current * self.volts_per_amp_second
+            if pair is None or current <= 0:
+                return
+            if rate <= 0:  # balancing that moves no voltage: the pair stays
+                self.balanced_seconds += seconds
+                self.balanced_charge += current * seconds / 3600
                 return
             high, low = pair
             tick = min(seconds, _MAX_TICK, _MAX_STEP_VOLTS / rate)
             moved = min(rate * tick, (cells[high] - cells[low]) / 2)
             cells[high] -= moved
             cells[low] += moved
+            self.balanced_seconds += tick
+            self.balanced_charge += current * tick / 3600
             seconds -= tick
 
     @property
