@@ -333,24 +333,6 @@ def _readme_graphs() -> list[dict[str, Any]]:
     return [yaml.safe_load(block) for block in blocks]
 
 
-def _confirm_http_settings(page: Page) -> None:
-    """Keep the YAML http settings if Home Assistant asks (2026.11 and later).
-
-    The harness configures ``http:`` in configuration.yaml; since 2026.11 the
-    frontend asks an administrator to confirm such changed server settings.
-    """
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-
-    dialog = page.locator("dialog-http-pending-config")
-    confirm = dialog.get_by_role("button", name="Confirm")
-    try:
-        confirm.wait_for(state="visible", timeout=5000)
-    except PlaywrightTimeoutError:  # no dialog: nothing to confirm
-        return
-    confirm.click()
-    dialog.get_by_role("button", name="Confirm").wait_for(state="hidden")
-
-
 def _bars(card: Locator) -> Locator:
     return card.locator(".bar")
 
@@ -409,7 +391,6 @@ def _add_the_card(ui: Ui) -> Locator:
     # --- add the card: edit mode, card picker, editor -------------------------
     ui.page.goto(f"{ui.hass.url}/{DASHBOARD}/cells?edit=1")
     ui.page.wait_for_load_state("networkidle")
-    _confirm_http_settings(ui.page)
     ui.shot("edit-mode")
     ui.page.get_by_role("button", name="Add card").first.click()
     picker = ui.page.locator("hui-dialog-create-card")
