@@ -8,6 +8,14 @@ from pathlib import Path
 import time
 from typing import Any
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    fake_connector,
+    fake_device,
+)
+from balancer_tools.simulator.fake_ble import (
+    DEFAULT_CHUNK_SIZE,
+)
 from custom_components.active_balancer.protocol import (
     BalancerClient,
     Bus,
@@ -18,14 +26,6 @@ from custom_components.active_balancer.protocol.ble import BleLink
 from custom_components.active_balancer.protocol.frames import FrameReassembler
 from custom_components.active_balancer.protocol.model import Reading
 from custom_components.active_balancer.protocol.registers import D2_TABLE, Block
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    fake_connector,
-    fake_device,
-)
-from custom_components.active_balancer.protocol.virtual.fake_ble import (
-    DEFAULT_CHUNK_SIZE,
-)
 
 from .common import BenchConfig, Traffic, median, mode, ms, snapshot
 

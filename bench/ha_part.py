@@ -40,6 +40,15 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.simulator import (
+    FakeBleakClient,
+    FakeConnector,
+    VirtualBalancer,
+    VirtualServer,
+    ble_device,
+    fake_connector,
+    serve_tcp,
+)
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
@@ -53,15 +62,6 @@ from custom_components.active_balancer.const import (
 )
 from custom_components.active_balancer.coordinator import BalancerCoordinator
 from custom_components.active_balancer.protocol import ble
-from custom_components.active_balancer.protocol.virtual import (
-    FakeBleakClient,
-    FakeConnector,
-    VirtualBalancer,
-    VirtualServer,
-    ble_device,
-    fake_connector,
-    serve_tcp,
-)
 
 from .common import BenchConfig, Traffic, median, mode, ms, snapshot
 
@@ -497,7 +497,7 @@ async def _measure_setups(
     tracemalloc.stop()
     assert all(entry.state is ConfigEntryState.LOADED for entry in entries)
     ignore = [
-        tracemalloc.Filter(False, "*/protocol/virtual/*"),
+        tracemalloc.Filter(False, "*/balancer_tools/simulator/*"),
         tracemalloc.Filter(False, tracemalloc.__file__),
     ]
     diff = after.filter_traces(ignore).compare_to(

@@ -17,6 +17,10 @@ from pathlib import Path
 import time
 from typing import Any
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    serve_pty,
+)
 from custom_components.active_balancer.protocol import BalancerClient, Bus, Variant
 from custom_components.active_balancer.protocol.frames import A5_LENGTH
 from custom_components.active_balancer.protocol.plan import (
@@ -30,10 +34,6 @@ from custom_components.active_balancer.protocol.registers import (
     MODBUS_TABLES,
 )
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    serve_pty,
-)
 
 from .common import BenchConfig, Traffic, median, mode, ms, snapshot
 

@@ -49,6 +49,7 @@ import time
 import traceback
 from typing import Any
 
+from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.protocol import codec
 from custom_components.active_balancer.protocol.crc import a5_checksum, append_crc
 from custom_components.active_balancer.protocol.errors import BalancerError
@@ -67,7 +68,6 @@ from custom_components.active_balancer.protocol.registers import (
     Block,
     ModbusTable,
 )
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
 from .mutate import MAX_INPUT, generate
 

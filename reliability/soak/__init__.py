@@ -37,7 +37,7 @@ errors), :mod:`.run`, :mod:`.report` and :mod:`.__main__` (the command line).
 
 from __future__ import annotations
 
-from custom_components.active_balancer.protocol.virtual import FAULT_KINDS
+from balancer_tools.simulator import FAULT_KINDS
 from reliability.harness import clean_environment
 
 from .client_lanes import ClientLane, build_client_lanes, client_lane

@@ -14,6 +14,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import random
 from typing import Any
 
+from balancer_tools.simulator import (
+    FakeConnector,
+    VirtualServer,
+    fake_connector,
+    fake_device,
+)
 from custom_components.active_balancer.protocol import (
     BalancerClient,
     BalancerError,
@@ -25,12 +31,6 @@ from custom_components.active_balancer.protocol import (
 )
 from custom_components.active_balancer.protocol.ble import BleLink
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import (
-    FakeConnector,
-    VirtualServer,
-    fake_connector,
-    fake_device,
-)
 
 from .config import CLIENT_LANES, SoakConfig
 from .faults import ChunkingPtyServer, ChunkingTcpServer, SoakBalancer, soak_balancer

@@ -18,8 +18,8 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
+from balancer_tools.simulator import VirtualServer
 from custom_components.active_balancer.protocol import Bus, Setting, Settings, Variant
-from custom_components.active_balancer.protocol.virtual import VirtualServer
 
 from .client_lanes import build_client_lanes
 from .config import (

@@ -14,11 +14,7 @@ import random
 import time
 from typing import Any
 
-from custom_components.active_balancer.protocol import Variant
-from custom_components.active_balancer.protocol.codec import Request
-from custom_components.active_balancer.protocol.frames import Frame
-from custom_components.active_balancer.protocol.model import Chemistry
-from custom_components.active_balancer.protocol.virtual import (
+from balancer_tools.simulator import (
     FAULT_KINDS,
     Faults,
     PtyServer,
@@ -26,11 +22,15 @@ from custom_components.active_balancer.protocol.virtual import (
     TcpServer,
     VirtualBalancer,
 )
-from custom_components.active_balancer.protocol.virtual.servers import (
+from balancer_tools.simulator.servers import (
     HangUp,
     Line,
     Sender,
 )
+from custom_components.active_balancer.protocol import Variant
+from custom_components.active_balancer.protocol.codec import Request
+from custom_components.active_balancer.protocol.frames import Frame
+from custom_components.active_balancer.protocol.model import Chemistry
 
 from .config import ORIGIN_HORIZON
 

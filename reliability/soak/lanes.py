@@ -14,12 +14,12 @@ import random
 import time
 from typing import Any
 
+from balancer_tools.simulator import VirtualServer
 from custom_components.active_balancer.protocol import Bus, Setting, Settings, Variant
 from custom_components.active_balancer.protocol.codec import Request
 from custom_components.active_balancer.protocol.frames import Frame
 from custom_components.active_balancer.protocol.registers import MODBUS_TABLES
 from custom_components.active_balancer.protocol.rules import RULES
-from custom_components.active_balancer.protocol.virtual import VirtualServer
 
 from .config import LOGGER, SAMPLES, LaneStats, SoakConfig
 from .faults import CountingFaults, FaultShaker, SoakBalancer

@@ -30,7 +30,9 @@ def _rss() -> int:
 
 _EXCLUDED_FROM_MEMORY = (
     tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__),
-    tracemalloc.Filter(inclusive=False, filename_pattern="*/protocol/virtual/*"),
+    tracemalloc.Filter(
+        inclusive=False, filename_pattern="*/balancer_tools/simulator/*"
+    ),
     tracemalloc.Filter(inclusive=False, filename_pattern=f"{ROOT}/reliability/*"),
     tracemalloc.Filter(inclusive=False, filename_pattern=f"{ROOT}/tests/*"),
     tracemalloc.Filter(inclusive=False, filename_pattern="<frozen importlib*"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
+from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.protocol import Setting, Settings
 from custom_components.active_balancer.protocol.model import NEVER_SLEEP, Chemistry
 from custom_components.active_balancer.protocol.rules import RULES
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
 
 def random_value(

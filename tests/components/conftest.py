@@ -25,6 +25,14 @@ from pytest_homeassistant_custom_component.syrupy import (
 )
 from syrupy.assertion import SnapshotAssertion
 
+from balancer_tools.simulator import (
+    FakeConnector,
+    VirtualBalancer,
+    VirtualServer,
+    ble_device,
+    fake_connector,
+    serve_tcp,
+)
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
@@ -38,14 +46,6 @@ from custom_components.active_balancer.const import (
     TRANSPORT_SERIAL,
 )
 from custom_components.active_balancer.protocol import Chemistry
-from custom_components.active_balancer.protocol.virtual import (
-    FakeConnector,
-    VirtualBalancer,
-    VirtualServer,
-    ble_device,
-    fake_connector,
-    serve_tcp,
-)
 
 
 @pytest.fixture(autouse=True)

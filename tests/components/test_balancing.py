@@ -23,6 +23,11 @@ from pytest_homeassistant_custom_component.common import (
     mock_restore_cache_with_extra_data,
 )
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
 from custom_components.active_balancer import balancing
 from custom_components.active_balancer.balancing import (
     Integral,
@@ -30,11 +35,6 @@ from custom_components.active_balancer.balancing import (
 )
 from custom_components.active_balancer.const import DEFAULT_POLL_INTERVAL, DOMAIN
 from custom_components.active_balancer.protocol import Chemistry
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    VirtualServer,
-    serve_tcp,
-)
 
 from .conftest import async_next_poll, serial_entry_data, setup_entry
 
@@ -330,8 +330,8 @@ async def test_no_charge_invented_without_the_current(
     hass: HomeAssistant, balancer: VirtualBalancer, clock: FakeClock
 ) -> None:
     """A device that leaves the balance current out: time grows, charge not."""
+    from balancer_tools.simulator import Quirks
     from custom_components.active_balancer.protocol import Variant
-    from custom_components.active_balancer.protocol.virtual import Quirks
 
     balancer.variants = frozenset({Variant.D2})
     balancer.quirks = Quirks(ignore_registers=[(0x40, 0x40)])

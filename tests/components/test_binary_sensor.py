@@ -13,7 +13,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
+from balancer_tools.simulator import VirtualBalancer
 
 from .conftest import async_next_poll, name_entry_for, setup_entry, setup_platforms
 

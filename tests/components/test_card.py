@@ -12,14 +12,14 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    serve_tcp,
+)
 from custom_components.active_balancer import card
 from custom_components.active_balancer.card import CARD_PATH, CARD_URL
 from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Chemistry
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    serve_tcp,
-)
 
 from .conftest import serial_entry_data, setup_entry
 

@@ -39,6 +39,16 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 import serialx
 
+from balancer_tools.simulator import (
+    FakeConnector,
+    Faults,
+    Reply,
+    VirtualBalancer,
+    VirtualServer,
+    fake_device,
+    serve_pty,
+    serve_tcp,
+)
 from custom_components.active_balancer import config_flow
 from custom_components.active_balancer.connection import BUSES
 from custom_components.active_balancer.const import (
@@ -76,16 +86,6 @@ from custom_components.active_balancer.protocol.frames import (
 from custom_components.active_balancer.protocol.registers import (
     D2_TABLE,
     MODBUS_TABLES,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    FakeConnector,
-    Faults,
-    Reply,
-    VirtualBalancer,
-    VirtualServer,
-    fake_device,
-    serve_pty,
-    serve_tcp,
 )
 
 from .conftest import (

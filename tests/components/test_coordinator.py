@@ -22,19 +22,19 @@ from homeassistant.helpers.entity import Entity
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.simulator import (
+    FakeConnector,
+    Faults,
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
 from custom_components.active_balancer.const import (
     CONF_KEEP_CONNECTED,
     CONF_PROTOCOL,
     CONF_TRANSPORT,
     DOMAIN,
     TRANSPORT_BLE,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    FakeConnector,
-    Faults,
-    VirtualBalancer,
-    VirtualServer,
-    serve_tcp,
 )
 
 from .conftest import (

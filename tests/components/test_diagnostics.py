@@ -13,14 +13,14 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.active_balancer.diagnostics import _scrubber
-from custom_components.active_balancer.protocol import Alarm, Alarms
-from custom_components.active_balancer.protocol.registers import ModbusTable
-from custom_components.active_balancer.protocol.virtual import (
+from balancer_tools.simulator import (
     FakeConnector,
     VirtualBalancer,
     VirtualServer,
 )
+from custom_components.active_balancer.diagnostics import _scrubber
+from custom_components.active_balancer.protocol import Alarm, Alarms
+from custom_components.active_balancer.protocol.registers import ModbusTable
 
 from .conftest import BLE_ADDRESS, async_next_poll, setup_entry
 

@@ -12,17 +12,17 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from syrupy.assertion import SnapshotAssertion
 
+from balancer_tools.simulator import (
+    Faults,
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
 from custom_components.active_balancer.connection import BUSES
 from custom_components.active_balancer.const import (
     CONF_POLL_INTERVAL,
     CONF_SETTINGS_EVERY,
     DOMAIN,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    Faults,
-    VirtualBalancer,
-    VirtualServer,
-    serve_tcp,
 )
 
 from .conftest import async_next_poll, serial_entry_data, setup_entry

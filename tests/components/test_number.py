@@ -22,17 +22,17 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
+from balancer_tools.simulator import (
+    Faults,
+    RecordedWrite,
+    VirtualBalancer,
+    VirtualServer,
+)
 from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Setting, Variant
 from custom_components.active_balancer.protocol.frames import (
     FC_READ,
     FC_WRITE_SINGLE,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    Faults,
-    RecordedWrite,
-    VirtualBalancer,
-    VirtualServer,
 )
 
 from .conftest import (

@@ -8,15 +8,15 @@ from homeassistant.helpers import issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    VirtualServer,
+)
 from custom_components.active_balancer.const import DOMAIN, MISWIRED_POLLS
 from custom_components.active_balancer.protocol import Chemistry, Setting
 from custom_components.active_balancer.protocol.registers import (
     UNAVAILABLE,
     ModbusTable,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    VirtualServer,
 )
 
 from .conftest import async_next_poll, serial_entry_data, setup_entry

@@ -12,12 +12,12 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.active_balancer.const import DOMAIN
-from custom_components.active_balancer.protocol import BalancerTimeout
-from custom_components.active_balancer.protocol.virtual import (
+from balancer_tools.simulator import (
     VirtualBalancer,
     VirtualServer,
 )
+from custom_components.active_balancer.const import DOMAIN
+from custom_components.active_balancer.protocol import BalancerTimeout
 
 from .conftest import (
     async_next_poll,

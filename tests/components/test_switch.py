@@ -22,9 +22,9 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
+from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DEFAULT_SLEEP_TIME
 from custom_components.active_balancer.protocol.model import NEVER_SLEEP
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
 from .conftest import async_next_poll, name_entry_for, setup_entry, setup_platforms
 

@@ -22,17 +22,17 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 import serialx
 
+from balancer_tools.simulator import (
+    Faults,
+    VirtualBalancer,
+    VirtualServer,
+)
 from custom_components.active_balancer.const import (
     CONF_PORT,
     CONF_TRANSPORT,
     CONF_VARIANT,
     DOMAIN,
     TRANSPORT_BLE,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    Faults,
-    VirtualBalancer,
-    VirtualServer,
 )
 
 from .conftest import BLE_ADDRESS, SERIAL_PORT_SOURCE, serial_entry_data

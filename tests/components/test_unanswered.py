@@ -16,14 +16,14 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 )
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 
-from custom_components.active_balancer.const import DOMAIN
-from custom_components.active_balancer.protocol import Chemistry, Variant
-from custom_components.active_balancer.protocol.virtual import (
+from balancer_tools.simulator import (
     Quirks,
     VirtualBalancer,
     VirtualServer,
     serve_tcp,
 )
+from custom_components.active_balancer.const import DOMAIN
+from custom_components.active_balancer.protocol import Chemistry, Variant
 
 from .conftest import async_next_poll, serial_entry_data, setup_entry
 

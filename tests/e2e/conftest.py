@@ -15,7 +15,7 @@ from .hass import HassProcess, port_open
 from .virtual import BalancerThread
 
 if TYPE_CHECKING:
-    from custom_components.active_balancer.protocol.virtual import VirtualBalancer
+    from balancer_tools.simulator import VirtualBalancer
 
 CELLS = 16
 SPREAD_MV = 40
@@ -49,9 +49,9 @@ def balancer() -> VirtualBalancer:
     the cell voltages stay exactly where the test puts them.
     """
     # Imported here, after pytest_configure: see the warning filter there.
+    from balancer_tools.cli import unbalanced_voltages
+    from balancer_tools.simulator import VirtualBalancer
     from custom_components.active_balancer.protocol import Chemistry
-    from custom_components.active_balancer.protocol.cli import unbalanced_voltages
-    from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
     return VirtualBalancer(
         CELLS,

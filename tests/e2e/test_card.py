@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
 from .hass import (
     ARTIFACTS,

@@ -13,9 +13,9 @@ from typing import Any
 import psutil
 import pytest
 
+from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Variant
-from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
 from .hass import HassProcess, config_yaml, wait_for
 from .virtual import BalancerThread

@@ -38,7 +38,7 @@ from .virtual import BalancerThread
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Locator, Page
 
-    from custom_components.active_balancer.protocol.virtual import VirtualBalancer
+    from balancer_tools.simulator import VirtualBalancer
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -117,9 +117,9 @@ class HistoryHass(HassProcess):
 @pytest.fixture(scope="module")
 def balancer() -> VirtualBalancer:
     """16 LFP cells 25 mV apart that stay where they are (no charge moves)."""
+    from balancer_tools.cli import unbalanced_voltages
+    from balancer_tools.simulator import VirtualBalancer
     from custom_components.active_balancer.protocol import Chemistry
-    from custom_components.active_balancer.protocol.cli import unbalanced_voltages
-    from custom_components.active_balancer.protocol.virtual import VirtualBalancer
 
     return VirtualBalancer(
         CELLS,

@@ -15,7 +15,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from custom_components.active_balancer.protocol.virtual import (
+    from balancer_tools.simulator import (
         TcpServer,
         VirtualBalancer,
     )
@@ -68,7 +68,7 @@ class BalancerThread:
 
     def serve(self) -> None:
         """Listen (again) on ``self.port``; the first time on a free port."""
-        from custom_components.active_balancer.protocol.virtual import (
+        from balancer_tools.simulator import (
             TcpServer,
             serve_tcp,
         )

@@ -19,7 +19,16 @@ from typing import Any
 
 import pytest
 
-from custom_components.active_balancer.protocol import ble as ble_module, cli
+from balancer_tools import cli
+from balancer_tools.simulator import (
+    Faults,
+    Quirks,
+    VirtualBalancer,
+    fake_connector,
+    serve_pty,
+    serve_tcp,
+)
+from custom_components.active_balancer.protocol import ble as ble_module
 from custom_components.active_balancer.protocol.client import BalancerClient
 from custom_components.active_balancer.protocol.errors import (
     BalancerTimeout,
@@ -36,14 +45,6 @@ from custom_components.active_balancer.protocol.model import (
     Variant,
 )
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import (
-    Faults,
-    Quirks,
-    VirtualBalancer,
-    fake_connector,
-    serve_pty,
-    serve_tcp,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "custom_components" / "active_balancer"
@@ -731,7 +732,7 @@ def test_read_over_ble(
     from bleak import BleakScanner
     from bleak.backends.device import BLEDevice
 
-    from custom_components.active_balancer.protocol.virtual import ble_device
+    from balancer_tools.simulator import ble_device
 
     balancer = VirtualBalancer(cells=4, ble=True)
     device = ble_device("40:17:10:01:06:C7", "DL-4017100106C7", {})
@@ -976,14 +977,18 @@ def test_simulate_pty_and_tcp_stop_on_sigint(socket_enabled: None) -> None:
 # --- no Home Assistant needed -------------------------------------------------
 
 
-def test_imports_without_home_assistant() -> None:
-    """``protocol``, ``protocol.cli`` and ``protocol.virtual`` never import HA."""
+def test_library_imports_without_home_assistant() -> None:
+    """The protocol library (what HACS ships) never imports Home Assistant.
+
+    It is imported as a top-level package, the way it would be as its own
+    distribution; the tools around it live outside the integration's folder.
+    """
     code = (
         "import sys\n"
         f"sys.path.append({str(PACKAGE_DIR)!r})\n"
         "sys.modules['homeassistant'] = None\n"
-        "import protocol, protocol.cli, protocol.virtual\n"
-        "import protocol.ble, protocol.serial\n"
+        "import protocol, protocol.ble, protocol.serial, protocol.plan\n"
+        "import protocol.advertisement\n"
         "assert not any(m == 'homeassistant' or m.startswith('homeassistant.')"
         " for m in sys.modules if sys.modules[m] is not None)\n"
         "print('ok')\n"
@@ -1000,15 +1005,26 @@ def test_imports_without_home_assistant() -> None:
     assert result.stdout.strip() == "ok"
 
 
-def test_module_entry_point_without_home_assistant() -> None:
-    """``python -m protocol.cli --help`` runs with only the package dir on the path."""
+def test_integration_folder_holds_no_tools() -> None:
+    """HACS copies the integration's folder: no simulator, no CLI in it."""
+    shipped = [p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.rglob("*.py")]
+    assert not [p for p in shipped if "virtual" in p or p.endswith("cli.py")]
+    for path in PACKAGE_DIR.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "balancer_tools" not in text, path
+        assert "BleakClient" not in text or path.name == "ble.py", path
+
+
+def test_module_entry_point() -> None:
+    """``python -m balancer_tools.cli --help`` from the repository root."""
     result = subprocess.run(
-        [sys.executable, "-m", "protocol.cli", "--help"],
+        [sys.executable, "-m", "balancer_tools.cli", "--help"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
-        env=_env() | {"PYTHONPATH": str(PACKAGE_DIR)},
+        cwd=ROOT,
+        env=_env(),
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: balancer")

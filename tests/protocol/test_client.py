@@ -15,6 +15,16 @@ import math
 
 import pytest
 
+from balancer_tools.simulator import (
+    FakeConnector,
+    Faults,
+    VirtualBalancer,
+    VirtualServer,
+    fake_connector,
+    fake_device,
+    serve_pty,
+    serve_tcp,
+)
 from custom_components.active_balancer.protocol import codec
 from custom_components.active_balancer.protocol.ble import BleLink
 from custom_components.active_balancer.protocol.client import BalancerClient
@@ -36,16 +46,6 @@ from custom_components.active_balancer.protocol.model import (
 )
 from custom_components.active_balancer.protocol.registers import MODBUS_TABLES, Block
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import (
-    FakeConnector,
-    Faults,
-    VirtualBalancer,
-    VirtualServer,
-    fake_connector,
-    fake_device,
-    serve_pty,
-    serve_tcp,
-)
 
 TRANSPORTS = ("pty", "tcp", "ble")
 FAST_BAUD = 115200

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from balancer_tools.cli import build_parser
+from balancer_tools.simulator import Quirks, VirtualBalancer
+from balancer_tools.simulator.quirks import parse_range
 from custom_components.active_balancer.protocol import codec
-from custom_components.active_balancer.protocol.cli import build_parser
 from custom_components.active_balancer.protocol.client import BalancerClient
 from custom_components.active_balancer.protocol.errors import BalancerTimeout
 from custom_components.active_balancer.protocol.link import Bus
@@ -29,8 +31,6 @@ from custom_components.active_balancer.protocol.registers import (
     Block,
 )
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import Quirks, VirtualBalancer
-from custom_components.active_balancer.protocol.virtual.quirks import parse_range
 
 from .test_client import assert_reading_matches, balancer, rig
 

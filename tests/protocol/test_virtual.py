@@ -10,6 +10,19 @@ from bleak.exc import BleakError
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
+from balancer_tools.simulator import (
+    FAULT_KINDS,
+    FakeBleakClient,
+    Faults,
+    RecordedWrite,
+    RequestParser,
+    VirtualBalancer,
+    fake_device,
+    loopback_host,
+    serve_pty,
+    serve_tcp,
+)
+from balancer_tools.simulator.faults import JUNK_BYTES
 from custom_components.active_balancer.protocol import codec
 from custom_components.active_balancer.protocol.ble import NOTIFY_UUID, WRITE_UUID
 from custom_components.active_balancer.protocol.crc import append_crc, crc_ok
@@ -33,19 +46,6 @@ from custom_components.active_balancer.protocol.registers import (
     P81_TABLE,
     Block,
 )
-from custom_components.active_balancer.protocol.virtual import (
-    FAULT_KINDS,
-    FakeBleakClient,
-    Faults,
-    RecordedWrite,
-    RequestParser,
-    VirtualBalancer,
-    fake_device,
-    loopback_host,
-    serve_pty,
-    serve_tcp,
-)
-from custom_components.active_balancer.protocol.virtual.faults import JUNK_BYTES
 
 from . import captured
 
@@ -992,7 +992,7 @@ async def test_line_survives_a_broken_balancer(caplog) -> None:
 
 
 def test_server_arguments_are_checked() -> None:
-    from custom_components.active_balancer.protocol.virtual import TcpServer
+    from balancer_tools.simulator import TcpServer
 
     with pytest.raises(ValueError, match="at least one"):
         TcpServer([])
@@ -1068,7 +1068,7 @@ async def test_fake_bleak_client_without_subscription_loses_replies() -> None:
 
 
 async def test_stopped_line_ignores_input() -> None:
-    from custom_components.active_balancer.protocol.virtual import Line
+    from balancer_tools.simulator import Line
 
     vb = VirtualBalancer()
     sent: list[bytes] = []

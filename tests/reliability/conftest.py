@@ -15,6 +15,11 @@ from homeassistant.core import HomeAssistant
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
@@ -26,11 +31,6 @@ from custom_components.active_balancer.const import (
     TRANSPORT_SERIAL,
 )
 from custom_components.active_balancer.protocol import Bus, Chemistry
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    VirtualServer,
-    serve_tcp,
-)
 
 
 @pytest.fixture

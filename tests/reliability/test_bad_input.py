@@ -30,6 +30,11 @@ from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.simulator import (
+    VirtualBalancer,
+    VirtualServer,
+    serve_tcp,
+)
 from custom_components.active_balancer.connection import BUSES
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
@@ -45,11 +50,6 @@ from custom_components.active_balancer.protocol.frames import (
     FC_WRITE_SINGLE,
     FrameReassembler,
     ModbusFrame,
-)
-from custom_components.active_balancer.protocol.virtual import (
-    VirtualBalancer,
-    VirtualServer,
-    serve_tcp,
 )
 from tests.components.conftest import SERIAL_PORT_SOURCE
 

@@ -17,6 +17,7 @@ import random
 from hypothesis import HealthCheck, given, settings, strategies as st
 import pytest
 
+from balancer_tools.simulator.faults import JUNK_BYTES
 from custom_components.active_balancer.protocol import (
     BalancerClient,
     BalancerError,
@@ -31,7 +32,6 @@ from custom_components.active_balancer.protocol.crc import append_crc
 from custom_components.active_balancer.protocol.frames import A5Frame, FrameReassembler
 from custom_components.active_balancer.protocol.link import DataCallback, LostCallback
 from custom_components.active_balancer.protocol.registers import D2_TABLE
-from custom_components.active_balancer.protocol.virtual.faults import JUNK_BYTES
 from reliability import fuzz
 from reliability.mutate import mutate
 

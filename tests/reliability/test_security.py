@@ -37,6 +37,16 @@ from hypothesis import given, settings, strategies as st
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools import cli
+from balancer_tools.simulator import (
+    FakeConnector,
+    TcpServer,
+    VirtualBalancer,
+    fake_connector,
+    fake_device,
+    loopback_host,
+    serve_tcp,
+)
 from custom_components.active_balancer.const import (
     CONF_PROTOCOL,
     CONF_TRANSPORT,
@@ -55,7 +65,6 @@ from custom_components.active_balancer.protocol import (
     Setting,
     UnexpectedReply,
     Variant,
-    cli,
 )
 from custom_components.active_balancer.protocol.codec import write_request
 from custom_components.active_balancer.protocol.registers import (
@@ -64,15 +73,6 @@ from custom_components.active_balancer.protocol.registers import (
 )
 from custom_components.active_balancer.protocol.rules import RULES
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import (
-    FakeConnector,
-    TcpServer,
-    VirtualBalancer,
-    fake_connector,
-    fake_device,
-    loopback_host,
-    serve_tcp,
-)
 from tests.e2e.http_config import http_yaml, write_http_store
 
 from .conftest import serial_data

@@ -18,6 +18,16 @@ import time
 
 import pytest
 
+from balancer_tools.simulator import (
+    Faults,
+    Reply,
+    VirtualBalancer,
+    VirtualServer,
+    fake_connector,
+    fake_device,
+    serve_pty,
+    serve_tcp,
+)
 from custom_components.active_balancer.protocol import (
     BalancerClient,
     BalancerTimeout,
@@ -33,16 +43,6 @@ from custom_components.active_balancer.protocol.crc import append_crc
 from custom_components.active_balancer.protocol.frames import FrameReassembler
 from custom_components.active_balancer.protocol.registers import D2_TABLE, Block
 from custom_components.active_balancer.protocol.serial import SerialLink
-from custom_components.active_balancer.protocol.virtual import (
-    Faults,
-    Reply,
-    VirtualBalancer,
-    VirtualServer,
-    fake_connector,
-    fake_device,
-    serve_pty,
-    serve_tcp,
-)
 
 from .conftest import open_fds
 

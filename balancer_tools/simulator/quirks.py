@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..frames import FC_READ
-from ..model import Variant
+from custom_components.active_balancer.protocol.frames import FC_READ
+from custom_components.active_balancer.protocol.model import Variant
 
 IGNORE = "ignore"
 """No answer at all (the request times out)."""

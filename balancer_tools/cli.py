@@ -1,13 +1,13 @@
 """Command line tool for DALY / 100balance smart active balancers.
 
-No Home Assistant needed. With ``custom_components/active_balancer`` on
-``sys.path`` (``scripts/balancer`` does that)::
+No running Home Assistant needed. From the repository's root
+(``scripts/balancer`` runs it so)::
 
-    python -m protocol.cli read --port /dev/ttyUSB0 --json
-    python -m protocol.cli set --port socket://192.168.1.20:4001 balance_delta_voltage 0.03
-    python -m protocol.cli probe --ble 40:17:10:01:06:C7
-    python -m protocol.cli watch --port /dev/ttyUSB0 --interval 5
-    python -m protocol.cli simulate --tcp 0 --cells 16 --unbalanced 40
+    python -m balancer_tools.cli read --port /dev/ttyUSB0 --json
+    python -m balancer_tools.cli set --port socket://192.168.1.20:4001 balance_delta_voltage 0.03
+    python -m balancer_tools.cli probe --ble 40:17:10:01:06:C7
+    python -m balancer_tools.cli watch --port /dev/ttyUSB0 --interval 5
+    python -m balancer_tools.cli simulate --tcp 0 --cells 16 --unbalanced 40
 
 Exit codes: 0 success, 1 the balancer or the link failed (one line on stderr),
 2 usage error or a setting value that was refused (nothing was sent).
@@ -29,10 +29,14 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .client import BalancerClient
-from .errors import BalancerError, ConnectionFailed, OutOfRange
-from .link import Bus
-from .model import (
+from custom_components.active_balancer.protocol.client import BalancerClient
+from custom_components.active_balancer.protocol.errors import (
+    BalancerError,
+    ConnectionFailed,
+    OutOfRange,
+)
+from custom_components.active_balancer.protocol.link import Bus
+from custom_components.active_balancer.protocol.model import (
     NEVER_SLEEP,
     Chemistry,
     DeviceInfo,
@@ -41,13 +45,18 @@ from .model import (
     Settings,
     Variant,
 )
-from .rules import RULES, WRITABLE_SETTINGS, validate
-from .serial import DEFAULT_BAUDRATE
+from custom_components.active_balancer.protocol.rules import (
+    RULES,
+    WRITABLE_SETTINGS,
+    validate,
+)
+from custom_components.active_balancer.protocol.serial import DEFAULT_BAUDRATE
 
 if TYPE_CHECKING:
-    from .link import ByteLink
+    from custom_components.active_balancer.protocol.link import ByteLink
 
 _LOGGER = logging.getLogger(__name__)
+PROTOCOL_LOGGER = "custom_components.active_balancer.protocol"
 
 PROG = "balancer"
 
@@ -467,7 +476,7 @@ def _command(text: str) -> int:
 
 
 def _register_range(text: str) -> tuple[int, int]:
-    from .virtual.quirks import parse_range  # noqa: PLC0415
+    from balancer_tools.simulator.quirks import parse_range  # noqa: PLC0415
 
     try:
         return parse_range(text)
@@ -485,14 +494,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
-    package = logging.getLogger(__package__ or "protocol")
+    # The library's loggers and the simulator's.
+    loggers = [logging.getLogger(name) for name in (PROTOCOL_LOGGER, "balancer_tools")]
     handler: logging.Handler | None = None
-    level = package.level
+    levels = [logger.level for logger in loggers]
     if getattr(args, "verbose", False):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-        package.addHandler(handler)
-        package.setLevel(logging.DEBUG)
+        for logger in loggers:
+            logger.addHandler(handler)
+            logger.setLevel(logging.DEBUG)
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:
@@ -502,8 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         if handler is not None:
-            package.removeHandler(handler)
-            package.setLevel(level)
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.removeHandler(handler)
+                logger.setLevel(level)
 
 
 async def async_main(argv: Sequence[str]) -> int:
@@ -547,7 +559,7 @@ async def make_link(args: argparse.Namespace) -> ByteLink:
     """Return the byte link selected by ``--port`` or ``--ble``."""
     if args.ble:
         return await _ble_link(args.ble, args.timeout)
-    from .serial import SerialLink  # noqa: PLC0415 - serialx only when needed
+    from custom_components.active_balancer.protocol.serial import SerialLink  # noqa: PLC0415 - serialx only when needed
 
     try:
         if args.timeout is None:
@@ -563,7 +575,7 @@ async def _ble_link(address: str, answer_timeout: float | None) -> ByteLink:
         from bleak import BleakScanner  # noqa: PLC0415
         from bleak.exc import BleakError  # noqa: PLC0415
 
-        from .ble import BleLink  # noqa: PLC0415
+        from custom_components.active_balancer.protocol.ble import BleLink  # noqa: PLC0415
     except ImportError as err:  # pragma: no cover - bleak is a requirement
         msg = f"Bluetooth needs the bleak package: {err}"
         raise ConnectionFailed(msg) from err
@@ -949,7 +961,7 @@ def unbalanced_voltages(
     cells: int, chemistry: Chemistry, spread_mv: float
 ) -> list[float]:
     """Cell voltages spread evenly over *spread_mv* around the nominal voltage."""
-    from .virtual import CHEMISTRY_DEFAULTS  # noqa: PLC0415
+    from balancer_tools.simulator import CHEMISTRY_DEFAULTS  # noqa: PLC0415
 
     # The virtual balancer's own default pack voltage per cell.
     nominal = CHEMISTRY_DEFAULTS[chemistry].nominal
@@ -979,7 +991,7 @@ def _faults(args: argparse.Namespace) -> Any:
         values["seed"] = args.seed
     if not values:
         return None
-    from .virtual import Faults  # noqa: PLC0415
+    from balancer_tools.simulator import Faults  # noqa: PLC0415
 
     return Faults(**values)
 
@@ -988,7 +1000,7 @@ async def cmd_simulate(
     args: argparse.Namespace, stop: asyncio.Event | None = None
 ) -> int:
     """``simulate``: serve virtual balancers until SIGINT/SIGTERM (or *stop*)."""
-    from .virtual import (  # noqa: PLC0415
+    from balancer_tools.simulator import (  # noqa: PLC0415
         Quirks,
         VirtualBalancer,
         serve_pty,

@@ -17,7 +17,8 @@ from typing import Any, cast
 from bleak.backends.device import BLEDevice
 from bleak.exc import BleakError
 
-from ..ble import NOTIFY_UUID, WRITE_UUID
+from custom_components.active_balancer.protocol.ble import NOTIFY_UUID, WRITE_UUID
+
 from .device import VirtualBalancer
 from .servers import Line
 

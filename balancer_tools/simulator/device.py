@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import math
 import time
 
-from ..crc import a5_checksum, append_crc
-from ..frames import (
+from custom_components.active_balancer.protocol.crc import a5_checksum, append_crc
+from custom_components.active_balancer.protocol.frames import (
     A5_DATA_LENGTH,
     A5_REPLY_ADDRESS,
     A5_START,
@@ -35,8 +35,15 @@ from ..frames import (
     FrameReassembler,
     frame_variant,
 )
-from ..model import NEVER_SLEEP, Alarm, Alarms, Chemistry, Setting, Variant
-from ..registers import (
+from custom_components.active_balancer.protocol.model import (
+    NEVER_SLEEP,
+    Alarm,
+    Alarms,
+    Chemistry,
+    Setting,
+    Variant,
+)
+from custom_components.active_balancer.protocol.registers import (
     A5_TABLE,
     D2_TABLE,
     MODBUS_TABLES,
@@ -45,6 +52,7 @@ from ..registers import (
     ModbusTable,
     SettingRegister,
 )
+
 from .faults import Faults
 from .quirks import IGNORE, Quirks
 
