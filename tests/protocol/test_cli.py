@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from balancer_tools import cli
+from balancer_tools import cli, cli_args, cli_simulate
 from balancer_tools.simulator import (
     Faults,
     Quirks,
@@ -710,8 +710,8 @@ async def test_simulate_in_process_pty_warns(
 def test_fault_options_build_faults() -> None:
     """Each fault option sets its :class:`Faults` field; none means no faults."""
     parser = cli.build_parser()
-    assert cli._faults(parser.parse_args(["simulate"])) is None
-    faults = cli._faults(
+    assert cli_simulate._faults(parser.parse_args(["simulate"])) is None
+    faults = cli_simulate._faults(
         parser.parse_args(
             ["simulate", "--fault-silent", "--fault-drop", "0.5", "--seed", "3"]
         )
@@ -860,16 +860,16 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 )
 def test_parse_setting_value(setting: Setting, text: str, value: object) -> None:
     """SI values, unit suffixes and words."""
-    assert cli.parse_setting_value(setting, text) == value
+    assert cli_args.parse_setting_value(setting, text) == value
 
 
 def test_unbalanced_voltages() -> None:
     """``--unbalanced`` spreads the cells evenly over the given millivolts."""
-    volts = cli.unbalanced_voltages(16, Chemistry.LFP, 40)
+    volts = cli_simulate.unbalanced_voltages(16, Chemistry.LFP, 40)
     assert len(volts) == 16
     assert round(max(volts) - min(volts), 3) == 0.040
     assert volts == sorted(volts)
-    assert cli.unbalanced_voltages(1, Chemistry.LTO, 40) == [2.4]
+    assert cli_simulate.unbalanced_voltages(1, Chemistry.LTO, 40) == [2.4]
 
 
 # --- real processes -----------------------------------------------------------

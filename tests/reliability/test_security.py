@@ -37,7 +37,7 @@ from hypothesis import given, settings, strategies as st
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from balancer_tools import cli
+from balancer_tools import cli, cli_args
 from balancer_tools.simulator import (
     FakeConnector,
     TcpServer,
@@ -169,7 +169,7 @@ def test_command_line_writes_named_settings_only(name: str) -> None:
     with pytest.raises(
         argparse.ArgumentTypeError, match="is not a setting that can be written"
     ):
-        cli.parse_setting_name(name)
+        cli_args.parse_setting_name(name)
 
 
 @pytest.mark.parametrize("setting", [Setting.CELL_COUNT, Setting.CHEMISTRY])

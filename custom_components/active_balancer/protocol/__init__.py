@@ -3,7 +3,7 @@
 No Home Assistant imports: this package talks to balancers over a serial line
 (TTL UART, RS485, network serial gateways) or Bluetooth LE, in the D2, p81 and
 A5 protocol variants. (The virtual balancer of the tests is in the
-repository's balancer_tools.simulator, not here.)
+repository's tools, outside this package.)
 """
 
 from .client import BalancerClient
