@@ -49,7 +49,7 @@ def balancer() -> VirtualBalancer:
     the cell voltages stay exactly where the test puts them.
     """
     # Imported here, after pytest_configure: see the warning filter there.
-    from balancer_tools.cli import unbalanced_voltages
+    from balancer_tools.cli_simulate import unbalanced_voltages
     from balancer_tools.simulator import VirtualBalancer
     from custom_components.active_balancer.protocol import Chemistry
 

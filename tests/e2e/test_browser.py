@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import json
-import os
 from pathlib import Path
 import re
 import shutil
@@ -24,6 +23,7 @@ from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Variant
 
+from .browser import UI_TIMEOUT_MS, VIEWPORT, chromium_context
 from .hass import ARTIFACTS, INTEGRATION, OWNER_PASSWORD, OWNER_USERNAME, HassProcess
 from .virtual import BalancerThread
 
@@ -35,20 +35,7 @@ pytestmark = pytest.mark.timeout(240)
 FINISH_ONBOARDING = True
 """The browser must land on the login page, not on the onboarding wizard."""
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1280, "height": 900}
 TALL_VIEWPORT = {"width": 1280, "height": 2600}
-UI_TIMEOUT_MS = 30_000
 D2_BALANCE_DELTA_REGISTER = 0xA4
 
 # What the user reads in the dialogs: the integration's own English strings.
@@ -64,42 +51,12 @@ CELL_NAME = STRINGS["entity"]["sensor"]["cell_voltage"]["name"]
 BALANCING_NAME = STRINGS["entity"]["binary_sensor"]["balancing"]["name"]
 
 
-def _missing_browser() -> str | None:
-    """Why the browser test cannot run here, or None."""
-    if not CHROMIUM.exists():
-        return (
-            f"{CHROMIUM} not found: install Debian's chromium and chromium-driver "
-            "(scripts/setup-browser does, as root with apt-get)"
-        )
-    return None
-
-
 @pytest.fixture(scope="module")
 def context(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BrowserContext]:
     """A fresh headless Chromium profile."""
-    reason = _missing_browser()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-profile")
-    with sync_playwright() as playwright:
-        browser_context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport=VIEWPORT,  # type: ignore[arg-type]
-            locale="en-US",
-            timezone_id="UTC",
-        )
-        browser_context.set_default_timeout(UI_TIMEOUT_MS)
-        try:
-            yield browser_context
-        finally:
-            browser_context.close()
+    yield from chromium_context(tmp_path_factory.mktemp("chromium-profile"))
 
 
 @pytest.fixture(scope="module")

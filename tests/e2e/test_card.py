@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-import os
 from pathlib import Path
 import re
 import shutil
@@ -26,6 +25,7 @@ import pytest
 from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 
+from .browser import UI_TIMEOUT_MS, VIEWPORT, chromium_context
 from .hass import (
     ARTIFACTS,
     OWNER_PASSWORD,
@@ -44,20 +44,7 @@ pytestmark = pytest.mark.timeout(300)
 FINISH_ONBOARDING = True
 """The browser must land on the login page, not on the onboarding wizard."""
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
-UI_TIMEOUT_MS = 30_000
 POLL_INTERVAL = 5
 ONE_POLL_MS = (POLL_INTERVAL + 5) * 1000
 """One poll interval plus the time the poll and the page update take."""
@@ -71,27 +58,9 @@ CARD_PATH = f"/{DOMAIN}/active-balancer-cells.js"
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """A fresh headless Chromium profile."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (scripts/setup-browser installs it)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-card")
-    with sync_playwright() as playwright:
-        browser_context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport=VIEWPORT,  # type: ignore[arg-type]
-            locale="en-US",
-            timezone_id="UTC",
-            color_scheme="light",
-        )
-        browser_context.set_default_timeout(UI_TIMEOUT_MS)
-        try:
-            yield browser_context
-        finally:
-            browser_context.close()
+    yield from chromium_context(
+        tmp_path_factory.mktemp("chromium-card"), color_scheme="light"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import json
-import os
-from pathlib import Path
 import re
 import shutil
 import time
@@ -32,6 +30,7 @@ import pytest
 
 from custom_components.active_balancer.const import DOMAIN
 
+from .browser import UI_TIMEOUT_MS, VIEWPORT, chromium_context
 from .hass import ARTIFACTS, INTEGRATION, OWNER_PASSWORD, OWNER_USERNAME, HassProcess
 from .virtual import BalancerThread
 
@@ -42,20 +41,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.timeout(300)
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1280, "height": 900}
 TALL_VIEWPORT = {"width": 1280, "height": 2600}
-UI_TIMEOUT_MS = 30_000
 CELLS = 16
 SPREAD_MV = 25
 """Above the default 20 mV delta (balancing runs), below the 30 mV set later."""
@@ -117,7 +103,7 @@ class HistoryHass(HassProcess):
 @pytest.fixture(scope="module")
 def balancer() -> VirtualBalancer:
     """16 LFP cells 25 mV apart that stay where they are (no charge moves)."""
-    from balancer_tools.cli import unbalanced_voltages
+    from balancer_tools.cli_simulate import unbalanced_voltages
     from balancer_tools.simulator import VirtualBalancer
     from custom_components.active_balancer.protocol import Chemistry
 
@@ -132,26 +118,7 @@ def balancer() -> VirtualBalancer:
 @pytest.fixture(scope="module")
 def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """A fresh headless Chromium profile."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} not found (scripts/setup-browser installs it)")
-    from playwright.sync_api import sync_playwright
-
-    profile = tmp_path_factory.mktemp("chromium-new-user")
-    with sync_playwright() as playwright:
-        browser_context = playwright.chromium.launch_persistent_context(
-            profile,
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport=VIEWPORT,  # type: ignore[arg-type]
-            locale="en-US",
-            timezone_id="UTC",
-        )
-        browser_context.set_default_timeout(UI_TIMEOUT_MS)
-        try:
-            yield browser_context
-        finally:
-            browser_context.close()
+    yield from chromium_context(tmp_path_factory.mktemp("chromium-new-user"))
 
 
 @pytest.fixture(scope="module")

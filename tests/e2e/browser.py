@@ -1,0 +1,63 @@
+"""Headless Chromium for the browser tests.
+
+Debian's ``chromium`` (``scripts/setup-browser`` installs it), driven by
+Playwright, which never downloads a browser of its own here. The flags keep
+Chromium off the network: this machine reaches no host but the package
+registries, and Chromium would otherwise try Google's services at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 900}
+UI_TIMEOUT_MS = 30_000
+
+
+def chromium_context(profile: Path, **options: Any) -> Iterator[BrowserContext]:
+    """A fresh headless Chromium profile in *profile* (for a module fixture).
+
+    Skips the test, with the reason, where Chromium is not installed.
+    """
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"{CHROMIUM} not found: install Debian's chromium "
+            "(scripts/setup-browser does, as root with apt-get)"
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=CHROMIUM,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=VIEWPORT,  # type: ignore[arg-type]
+            locale="en-US",
+            timezone_id="UTC",
+            **options,
+        )
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
