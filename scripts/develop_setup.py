@@ -23,13 +23,9 @@ from http import HTTPStatus
 import json
 from pathlib import Path
 import secrets
-import sys
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.e2e.hass import HTTP_TIMEOUT, HassProcess  # noqa: E402
+from tests.e2e.hass import HTTP_TIMEOUT, HassProcess
 
 DOMAIN = "active_balancer"
 OWNER_NAME = "Developer"
@@ -51,44 +47,19 @@ def _login(path: Path) -> dict[str, str]:
     return login
 
 
-def _token_from_code(hass: HassProcess, code: str) -> str:
-    response = hass.session.post(
-        f"{hass.url}/auth/token",
-        data={
-            "grant_type": "authorization_code",
-            "code": code,
-            "client_id": hass.client_id,
-        },
-        timeout=HTTP_TIMEOUT,
-    )
-    response.raise_for_status()
-    return str(response.json()["access_token"])
-
-
 def onboard(hass: HassProcess, login: dict[str, str]) -> None:
-    """Create the owner and finish onboarding; leave an access token in *hass*."""
-    response = hass.session.post(
-        f"{hass.url}/api/onboarding/users",
-        json={
-            "client_id": hass.client_id,
-            "name": OWNER_NAME,
-            "username": login["username"],
-            "password": login["password"],
-            "language": "en",
-        },
-        timeout=HTTP_TIMEOUT,
+    """Create the owner and finish onboarding; leave an access token in *hass*.
+
+    Finishing also deletes the entries onboarding makes for integrations that
+    cannot work offline (a red "Failed to set up" card would be the first
+    thing a newcomer sees).
+    """
+    hass.onboard(
+        finish=True,
+        name=OWNER_NAME,
+        username=login["username"],
+        password=login["password"],
     )
-    response.raise_for_status()
-    hass.token = _token_from_code(hass, response.json()["auth_code"])
-    hass.post("/api/onboarding/core_config", {})
-    hass.post("/api/onboarding/analytics", {})
-    hass.post(
-        "/api/onboarding/integration",
-        {"client_id": hass.client_id, "redirect_uri": f"{hass.url}/?auth_callback=1"},
-    )
-    # Entries for integrations that cannot work offline (a red "Failed to set
-    # up" card would be the first thing a newcomer sees).
-    hass._remove_onboarding_entries()
 
 
 def log_in(hass: HassProcess, login: dict[str, str]) -> None:
@@ -114,7 +85,7 @@ def log_in(hass: HassProcess, login: dict[str, str]) -> None:
     if result.get("type") != "create_entry":
         msg = f"could not log in as {login['username']}: {result}"
         raise SystemExit(msg)
-    hass.token = _token_from_code(hass, result["result"])
+    hass.token = hass.token_from_code(result["result"])
 
 
 def hide_setup_notes(hass: HassProcess) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext
+    from playwright.sync_api import BrowserContext, Locator, Page
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -61,3 +61,29 @@ def chromium_context(profile: Path, **options: Any) -> Iterator[BrowserContext]:
             yield context
         finally:
             context.close()
+
+
+class Shots:
+    """Numbered screenshots of a page into a folder."""
+
+    def __init__(self, page: Page, folder: Path) -> None:
+        """Take screenshots of *page* into *folder*."""
+        self.page = page
+        self.folder = folder
+        self.count = 0
+
+    def __call__(self, name: str, target: Locator | None = None) -> Path:
+        """Save the page (or *target*) as NN-name.png."""
+        self.count += 1
+        path = self.folder / f"{self.count:02d}-{name}.png"
+        (target or self.page).screenshot(path=path)
+        return path
+
+
+def entity_row(card: Locator, name: str) -> Locator:
+    """The entity row of *card* (a device page card) whose name is *name*."""
+    return card.locator(
+        "hui-sensor-entity-row, hui-simple-entity-row, hui-toggle-entity-row, "
+        "hui-number-entity-row",
+        has=card.page.get_by_text(name, exact=True),
+    )

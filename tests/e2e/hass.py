@@ -303,7 +303,14 @@ class HassProcess:
 
     # --- onboarding and auth ------------------------------------------------
 
-    def onboard(self, *, finish: bool = False) -> str:
+    def onboard(
+        self,
+        *,
+        finish: bool = False,
+        name: str = OWNER_NAME,
+        username: str = OWNER_USERNAME,
+        password: str = OWNER_PASSWORD,
+    ) -> str:
         """Create the owner like the onboarding UI does; return an access token.
 
         With *finish*, also finish the other onboarding steps, so that the
@@ -316,26 +323,15 @@ class HassProcess:
             f"{self.url}/api/onboarding/users",
             json={
                 "client_id": self.client_id,
-                "name": OWNER_NAME,
-                "username": OWNER_USERNAME,
-                "password": OWNER_PASSWORD,
+                "name": name,
+                "username": username,
+                "password": password,
                 "language": "en",
             },
             timeout=HTTP_TIMEOUT,
         )
         response.raise_for_status()
-        code = response.json()["auth_code"]
-        response = self.session.post(
-            f"{self.url}/auth/token",
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "client_id": self.client_id,
-            },
-            timeout=HTTP_TIMEOUT,
-        )
-        response.raise_for_status()
-        self.token = str(response.json()["access_token"])
+        self.token = self.token_from_code(response.json()["auth_code"])
         if not finish:
             return self.token
         self.post("/api/onboarding/core_config", {})
@@ -352,6 +348,20 @@ class HassProcess:
         assert all(step["done"] for step in steps.json()), steps.json()
         self._remove_onboarding_entries()
         return self.token
+
+    def token_from_code(self, code: str) -> str:
+        """Trade an authorization code (onboarding, login flow) for a token."""
+        response = self.session.post(
+            f"{self.url}/auth/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "client_id": self.client_id,
+            },
+            timeout=HTTP_TIMEOUT,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
 
     def _remove_onboarding_entries(self) -> None:
         """Delete the entries onboarding created, so only ours are left.

@@ -1,7 +1,7 @@
 """Loopback-only HTTP settings for a Home Assistant started by a test or develop.
 
-Up to Home Assistant 2026.10 the ``http:`` block of configuration.yaml holds
-them. From 2026.11 on, Home Assistant keeps them in ``.storage/http``: it
+In older releases the ``http:`` block of configuration.yaml holds them.
+From 2026.10 on, Home Assistant keeps them in ``.storage/http``: it
 migrates a YAML block once, as a *trial* that reverts to the defaults (every
 interface, port 8123) after five minutes unless someone confirms it in the
 UI. A test instance must never do that, so there the settings are written
@@ -20,29 +20,28 @@ from typing import Any
 HOST = "127.0.0.1"
 
 
-def _storage_schema() -> Any:
-    """Home Assistant's schema of the stored HTTP settings, or None before 2026.11."""
+def _http_store() -> Any:
+    """Home Assistant's HTTP settings store module, or None where YAML is used."""
     try:
         from homeassistant.components.http import config as http_config
     except ImportError:
         return None
-    return getattr(http_config, "HTTP_STORAGE_SCHEMA", None)
+    return http_config if hasattr(http_config, "HTTP_STORAGE_SCHEMA") else None
 
 
 def http_yaml(port: int) -> str:
     """The configuration.yaml block for *port* (empty where the store is used)."""
-    if _storage_schema() is not None:
+    if _http_store() is not None:
         return ""
     return f"http:\n  server_host: {HOST}\n  server_port: {port}\n"
 
 
 def write_http_store(config_dir: Path, port: int) -> None:
-    """Write ``.storage/http`` with loopback-only, confirmed settings (2026.11+)."""
-    schema = _storage_schema()
-    if schema is None:
+    """Write ``.storage/http`` with loopback-only, confirmed settings."""
+    http_config = _http_store()
+    if http_config is None:
         return
-    from homeassistant.components.http import config as http_config
-
+    schema = http_config.HTTP_STORAGE_SCHEMA
     stable = dict(schema({"server_host": [HOST], "server_port": port}))
     for key, value in stable.items():  # enums (the SSL profile) as stored
         stable[key] = getattr(value, "value", value)

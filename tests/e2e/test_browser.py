@@ -23,12 +23,12 @@ from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Variant
 
-from .browser import UI_TIMEOUT_MS, VIEWPORT, chromium_context
+from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, chromium_context, entity_row
 from .hass import ARTIFACTS, INTEGRATION, OWNER_PASSWORD, OWNER_USERNAME, HassProcess
 from .virtual import BalancerThread
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Locator, Page
+    from playwright.sync_api import BrowserContext, Page
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -66,30 +66,6 @@ def screenshots() -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     return folder
-
-
-class Shots:
-    """Numbered screenshots."""
-
-    def __init__(self, page: Page, folder: Path) -> None:
-        """Take screenshots of *page* into *folder*."""
-        self.page = page
-        self.folder = folder
-        self.count = 0
-
-    def __call__(self, name: str) -> None:
-        """Save the page as NN-name.png."""
-        self.count += 1
-        self.page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png")
-
-
-def _row(card: Locator, name: str) -> Locator:
-    """The entity row of *card* whose name is *name*."""
-    return card.locator(
-        "hui-sensor-entity-row, hui-simple-entity-row, hui-toggle-entity-row, "
-        "hui-number-entity-row",
-        has=card.page.get_by_text(name, exact=True),
-    )
 
 
 def test_add_and_use_a_balancer_in_the_browser(
@@ -200,9 +176,9 @@ def _add_and_use(
     voltages = balancer_thread.call(lambda: list(balancer.cell_voltages))
     sensors = page.locator("ha-card").filter(has_text="Sensors").first
     for number, volts in enumerate(voltages, start=1):
-        row = _row(sensors, CELL_NAME.format(cell=f"{number:02d}"))
+        row = entity_row(sensors, CELL_NAME.format(cell=f"{number:02d}"))
         expect(row).to_contain_text(f"{volts:.3f} V")
-    expect(_row(sensors, BALANCING_NAME)).to_contain_text("Running")
+    expect(entity_row(sensors, BALANCING_NAME)).to_contain_text("Running")
     page.set_viewport_size(TALL_VIEWPORT)  # type: ignore[arg-type]
     shot("device-page")
     page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ import pytest
 from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 
-from .browser import UI_TIMEOUT_MS, VIEWPORT, chromium_context
+from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, chromium_context
 from .hass import (
     ARTIFACTS,
     OWNER_PASSWORD,
@@ -125,23 +125,6 @@ def _new_dashboard(hass: HassProcess) -> None:
         url_path=DASHBOARD,
         config={"views": [{"title": "Cells", "path": "cells", "cards": []}]},
     )
-
-
-class Shots:
-    """Numbered screenshots."""
-
-    def __init__(self, page: Page, folder: Path) -> None:
-        """Take screenshots of *page* into *folder*."""
-        self.page = page
-        self.folder = folder
-        self.count = 0
-
-    def __call__(self, name: str, target: Locator | None = None) -> Path:
-        """Save the page (or *target*) as NN-name.png."""
-        self.count += 1
-        path = self.folder / f"{self.count:02d}-{name}.png"
-        (target or self.page).screenshot(path=path)
-        return path
 
 
 def test_cell_card_in_the_browser(

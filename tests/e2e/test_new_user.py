@@ -30,7 +30,7 @@ import pytest
 
 from custom_components.active_balancer.const import DOMAIN
 
-from .browser import UI_TIMEOUT_MS, VIEWPORT, chromium_context
+from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, chromium_context, entity_row
 from .hass import ARTIFACTS, INTEGRATION, OWNER_PASSWORD, OWNER_USERNAME, HassProcess
 from .virtual import BalancerThread
 
@@ -135,32 +135,6 @@ def hass(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HassProcess]:
     assert code == 0, f"hass did not stop cleanly (exit code {code})"
 
 
-class Shots:
-    """Numbered screenshots in artifacts/e2e/new-user/."""
-
-    def __init__(self, page: Page) -> None:
-        """Start with an empty folder."""
-        self.page = page
-        self.folder = ARTIFACTS / "new-user"
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.folder.mkdir(parents=True)
-        self.count = 0
-
-    def __call__(self, name: str) -> None:
-        """Save the page as NN-name.png."""
-        self.count += 1
-        self.page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png")
-
-
-def _row(card: Locator, name: str) -> Locator:
-    """The entity row of *card* whose name is *name*."""
-    return card.locator(
-        "hui-sensor-entity-row, hui-simple-entity-row, hui-toggle-entity-row, "
-        "hui-number-entity-row",
-        has=card.page.get_by_text(name, exact=True),
-    )
-
-
 def _dialog(page: Page) -> Locator:
     return page.locator("dialog-data-entry-flow")
 
@@ -210,7 +184,10 @@ def test_new_user(
     page.on(
         "console", lambda message: console.append(f"{message.type}: {message.text}")
     )
-    shot = Shots(page)
+    folder = ARTIFACTS / "new-user"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shot = Shots(page, folder)
     try:
         _new_user(hass, balancer_thread, page, shot)
     except BaseException:
@@ -298,7 +275,7 @@ def _new_user(
     page.locator("a[href^='/config/devices/device/']").first.click()
     page.wait_for_url(re.compile(r"/config/devices/device/"))
     sensors = page.locator("ha-card").filter(has_text="Sensors").first
-    expect(_row(sensors, CELL_NAME.format(cell="16"))).to_be_visible()
+    expect(entity_row(sensors, CELL_NAME.format(cell="16"))).to_be_visible()
     names = [
         name.strip()
         for name in sensors.locator(".info").all_inner_texts()
@@ -307,8 +284,8 @@ def _new_user(
     names = [name.split("\n")[0] for name in names]
     expected = [CELL_NAME.format(cell=f"{n:02d}") for n in range(1, CELLS + 1)]
     assert names == expected, names
-    expect(_row(sensors, BALANCING_NAME)).to_contain_text("Running")
-    expect(_row(sensors, CURRENT_NAME)).to_contain_text("1.00 A")
+    expect(entity_row(sensors, BALANCING_NAME)).to_contain_text("Running")
+    expect(entity_row(sensors, CURRENT_NAME)).to_contain_text("1.00 A")
     page.set_viewport_size(TALL_VIEWPORT)  # type: ignore[arg-type]
     shot("device-page")
 
@@ -335,19 +312,19 @@ def _new_user(
     box.fill("30")
     box.press("Enter")
     expect(box).to_have_value("30")
-    expect(_row(sensors, BALANCING_NAME)).to_contain_text(
+    expect(entity_row(sensors, BALANCING_NAME)).to_contain_text(
         "Not running", timeout=FOLLOWS_WITHIN_S * 1000
     )
-    expect(_row(sensors, CURRENT_NAME)).to_contain_text(
+    expect(entity_row(sensors, CURRENT_NAME)).to_contain_text(
         "0.00 A", timeout=FOLLOWS_WITHIN_S * 1000
     )
-    expect(_row(sensors, CELLS_NAME)).to_contain_text(NO_CELLS)
+    expect(entity_row(sensors, CELLS_NAME)).to_contain_text(NO_CELLS)
     assert time.monotonic() - started < FOLLOWS_WITHIN_S
     shot("after-the-delta")
     page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
     # --- a cell's history graph ----------------------------------------------
-    _row(sensors, CELL_NAME.format(cell="01")).get_by_text(
+    entity_row(sensors, CELL_NAME.format(cell="01")).get_by_text(
         CELL_NAME.format(cell="01"), exact=True
     ).click()
     more_info = page.locator("ha-more-info-dialog")
