@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Callable, Sequence
-from enum import Enum
 import logging
 import sys
 import time
@@ -57,14 +56,14 @@ from custom_components.active_balancer.protocol.errors import (
 )
 from custom_components.active_balancer.protocol.link import Bus
 from custom_components.active_balancer.protocol.model import (
-    DeviceInfo,
+    BalancerInfo,
     Reading,
     Setting,
     Settings,
     Variant,
 )
 from custom_components.active_balancer.protocol.rules import (
-    validate,
+    check_value,
 )
 
 if TYPE_CHECKING:
@@ -199,12 +198,11 @@ async def cmd_read(args: argparse.Namespace) -> int:
     """``read``: connect, poll once, read settings and identity."""
     client = await _client(args, _variant(args.protocol))
     try:
-        info = await client.connect()
-        reading = client.reading or await client.poll()
-        settings = client.settings
+        snapshot = await client.connect()
     finally:
         await client.close()
-    unanswered = dict(client.unanswered)
+    info, reading, settings = snapshot.info, snapshot.reading, snapshot.settings
+    unanswered = dict(snapshot.unanswered)
     unknown = sorted(
         setting.value
         for setting in Setting
@@ -231,9 +229,9 @@ async def cmd_set(args: argparse.Namespace) -> int:
     """``set``: check, write, read back."""
     setting: Setting = args.name
     value = parse_setting_value(setting, args.value)
-    # Range and step first, before the port is even opened. The rules that
-    # depend on the device (chemistry, OV above UV) run again in write().
-    validate(setting, value, Settings())
+    # Range and step first, before the port is even opened (the client checks
+    # its variant's register and the rules that depend on the device).
+    check_value(setting, value)
     if setting is Setting.BALANCE_CURRENT_LIMIT:
         print_warning(
             "balance_current_limit uses a register that is not confirmed on a "
@@ -243,12 +241,12 @@ async def cmd_set(args: argparse.Namespace) -> int:
     try:
         await client.connect()
         await client.write(setting, value)
-        confirmed = getattr(client.settings, setting.value)
+        snapshot = client.snapshot
+        assert snapshot is not None
+        confirmed = snapshot.settings.get(setting)
     finally:
         await client.close()
-    if args.json:
-        if isinstance(confirmed, Enum):
-            confirmed = confirmed.value
+    if args.json:  # a number or on/off: no chemistry is ever written
         print_json({"setting": setting.value, "value": confirmed, "confirmed": True})
     else:
         print(
@@ -274,18 +272,15 @@ async def cmd_probe(args: argparse.Namespace) -> int:
             client = BalancerClient(bus, variant=variant, address=args.address)
             entry: dict[str, Any] = {"protocol": variant.value}
             try:
-                info = await client.connect()
+                snapshot = await client.connect()
             except ConnectionFailed:
                 raise
             except BalancerError as err:
                 entry.update(answers=False, error=str(err))
             else:
-                reading = client.reading
-                entry.update(answers=True, device=device_json(info))
-                entry["cell_count"] = (
-                    reading.cell_count if reading else client.settings.cell_count
-                )
-                chemistry = client.settings.chemistry
+                entry.update(answers=True, device=device_json(snapshot.info))
+                entry["cell_count"] = snapshot.reading.cell_count
+                chemistry = snapshot.settings.chemistry
                 entry["chemistry"] = chemistry.value if chemistry else None
             results.append(entry)
     finally:
@@ -325,18 +320,20 @@ async def cmd_watch(args: argparse.Namespace) -> int:
     polls = 0
     good = 0
     try:
-        info = await client.connect()
+        info = (await client.connect()).info
         while args.count is None or polls < args.count:
             if polls:
                 await asyncio.sleep(args.interval)
             polls += 1
             try:
-                reading = await client.poll()
+                snapshot = await client.poll()
             except BalancerError as err:
                 print_warning(f"poll {polls} failed: {err}")
                 continue
             good += 1
-            _print_watch(args, info, reading, client.settings, polls, clear=clear)
+            _print_watch(
+                args, info, snapshot.reading, snapshot.settings, polls, clear=clear
+            )
     finally:
         await client.close()
     return EXIT_OK if good else EXIT_FAILED
@@ -344,7 +341,7 @@ async def cmd_watch(args: argparse.Namespace) -> int:
 
 def _print_watch(
     args: argparse.Namespace,
-    info: DeviceInfo,
+    info: BalancerInfo,
     reading: Reading,
     settings: Settings,
     poll: int,

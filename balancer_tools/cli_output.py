@@ -9,7 +9,7 @@ from typing import Any
 
 from custom_components.active_balancer.protocol.model import (
     NEVER_SLEEP,
-    DeviceInfo,
+    BalancerInfo,
     Reading,
     Setting,
     Settings,
@@ -29,7 +29,7 @@ _SETTING_FORMAT: dict[Setting, tuple[str, int]] = {
 
 
 def full_json(
-    info: DeviceInfo, reading: Reading, settings: Settings, where: str | None = None
+    info: BalancerInfo, reading: Reading, settings: Settings, where: str | None = None
 ) -> dict[str, Any]:
     """The ``read --json`` object (``cmd_read`` adds what was not answered)."""
     result: dict[str, Any] = {"protocol": info.variant.value}
@@ -74,7 +74,7 @@ def settings_json(settings: Settings) -> dict[str, Any]:
     return result
 
 
-def device_json(info: DeviceInfo) -> dict[str, Any]:
+def device_json(info: BalancerInfo) -> dict[str, Any]:
     """Identity as JSON-ready values."""
     return {
         "protocol": info.variant.value,
@@ -170,7 +170,7 @@ def format_settings(settings: Settings) -> str:
     return "\n".join(lines)
 
 
-def format_device(info: DeviceInfo, where: str | None = None) -> str:
+def format_device(info: BalancerInfo, where: str | None = None) -> str:
     """Identity as one or two lines."""
     parts = [f"Protocol {info.variant.value}"]
     if info.address is not None:
@@ -184,7 +184,7 @@ def format_device(info: DeviceInfo, where: str | None = None) -> str:
 
 
 def format_full(
-    info: DeviceInfo, reading: Reading, settings: Settings, where: str | None = None
+    info: BalancerInfo, reading: Reading, settings: Settings, where: str | None = None
 ) -> str:
     """The ``read`` table."""
     return "\n\n".join(

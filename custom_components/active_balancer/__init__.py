@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from homeassistant import config_entries
-from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
@@ -13,10 +12,12 @@ from homeassistant.helpers.typing import ConfigType
 from .card import async_register_card
 from .connection import create_connection
 from .const import DOMAIN
-from .coordinator import BalancerCoordinator
+from .coordinator import BalancerConfigEntry, BalancerCoordinator
 from .protocol import ConnectionFailed
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+__all__ = ["BalancerConfigEntry"]
 
 PLATFORMS: list[Platform] = [
     Platform.BINARY_SENSOR,
@@ -24,8 +25,6 @@ PLATFORMS: list[Platform] = [
     Platform.SENSOR,
     Platform.SWITCH,
 ]
-
-type BalancerConfigEntry = ConfigEntry[BalancerCoordinator]
 
 
 async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
@@ -37,7 +36,7 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 async def async_setup_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> bool:
     """Connect to the balancer and set up its entities."""
     try:
-        connection = create_connection(hass, entry.data)
+        connection = create_connection(hass, entry.data, options=entry.options)
     except ConnectionFailed as err:
         raise ConfigEntryNotReady(
             translation_domain=DOMAIN,
@@ -53,7 +52,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> 
         await connection.release()
         raise
     entry.async_on_unload(connection.release)
-    entry.async_on_unload(coordinator.async_clear_issues)
+    entry.async_on_unload(coordinator.issues.async_clear)
     # Newer releases reload after the options flow (OptionsFlowWithReload).
     if not hasattr(config_entries, "OptionsFlowWithReload"):  # pragma: no cover
         entry.async_on_unload(entry.add_update_listener(_async_options_updated))

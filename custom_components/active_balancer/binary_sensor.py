@@ -14,8 +14,7 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import BalancerConfigEntry
-from .coordinator import BalancerData
+from .coordinator import BalancerConfigEntry, BalancerData
 from .entity import BalancerEntity
 
 try:  # Home Assistant 2026.10 and newer

@@ -64,9 +64,9 @@ from .coordinator import port_suffix, serial_title
 from .ports import async_serial_ports
 from .protocol import (
     BalancerError,
+    BalancerInfo,
     BalancerTimeout,
     ConnectionFailed,
-    DeviceInfo,
     NotSupported,
     UnexpectedReply,
     Variant,
@@ -121,22 +121,20 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
         """Create the flow."""
         self._discovery: BluetoothServiceInfoBleak | None = None
         self._discovered: dict[str, BluetoothServiceInfoBleak] = {}
-        self._info: DeviceInfo | None = None
+        self._info: BalancerInfo | None = None
         self._cells = 0
         self._serial_input: dict[str, Any] = {}
 
     # --- probing --------------------------------------------------------------
 
-    async def _probe(self, data: Mapping[str, Any]) -> tuple[DeviceInfo, int]:
+    async def _probe(self, data: Mapping[str, Any]) -> tuple[BalancerInfo, int]:
         """Connect to the balancer described by *data*; return its identity."""
         try:
             connection = create_connection(self.hass, data, probing=True)
         except ConnectionFailed as err:
             raise ProbeError("cannot_connect") from err
         try:
-            info = await connection.client.connect()
-            # A5 detection reads no live values; one poll gives the cell count.
-            reading = connection.client.reading or await connection.client.poll()
+            snapshot = await connection.client.connect()
         except ConnectionFailed as err:
             _LOGGER.debug("Could not connect: %s", err)
             raise ProbeError("cannot_connect") from err
@@ -151,7 +149,7 @@ class BalancerConfigFlow(ConfigFlow, domain=DOMAIN):
             raise ProbeError("cannot_connect") from err
         finally:
             await connection.release()
-        return info, reading.cell_count
+        return snapshot.info, snapshot.reading.cell_count
 
     def _placeholders(self, name: str) -> dict[str, str]:
         assert self._info is not None

@@ -13,13 +13,17 @@ from homeassistant.util.hass_dict import HassKey
 
 from .const import (
     CONF_BAUDRATE,
+    CONF_KEEP_CONNECTED,
     CONF_PORT,
     CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
+    CONF_SETTINGS_EVERY,
     CONF_TRANSPORT,
     CONF_VARIANT,
     DEFAULT_BAUDRATE,
+    DEFAULT_KEEP_CONNECTED,
     DEFAULT_RS485_ADDRESS,
+    DEFAULT_SETTINGS_EVERY,
     DOMAIN,
     PROTOCOL_AUTO,
     TRANSPORT_BLE,
@@ -47,14 +51,22 @@ def configured_variant(data: Mapping[str, Any]) -> Variant | None:
 
 
 def create_connection(
-    hass: HomeAssistant, data: Mapping[str, Any], *, probing: bool = False
+    hass: HomeAssistant,
+    data: Mapping[str, Any],
+    *,
+    options: Mapping[str, Any] | None = None,
+    probing: bool = False,
 ) -> Connection:
     """Create a client for *data* (entry data or config flow input).
 
-    Serial balancers on the same port share one bus (one connection, one lock).
-    Raises :class:`ConnectionFailed` when a Bluetooth device is not in range.
+    *options* are the entry's options (how often the settings are read,
+    whether a Bluetooth link stays open). Serial balancers on the same port
+    share one bus (one connection, one lock), which stays open. Raises
+    :class:`ConnectionFailed` when a Bluetooth device is not in range.
     """
+    options = options or {}
     variant = configured_variant(data)
+    settings_every = options.get(CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY)
     if data[CONF_TRANSPORT] == TRANSPORT_BLE:
         address = data[CONF_ADDRESS]
         device = bluetooth.async_ble_device_from_address(
@@ -64,8 +76,12 @@ def create_connection(
             msg = f"{address} is not in range of any Bluetooth adapter or proxy"
             raise ConnectionFailed(msg)
         link = BleLink(device)
-        bus = Bus(link, retries=1 if probing else 2)
-        client = BalancerClient(bus, variant=variant)
+        bus = Bus(
+            link,
+            retries=1 if probing else 2,
+            keep_open=options.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED),
+        )
+        client = BalancerClient(bus, variant=variant, settings_every=settings_every)
         return Connection(client, link, bus.close)
     port = data[CONF_PORT]
     registry = hass.data.setdefault(BUSES, BusRegistry())
@@ -80,6 +96,7 @@ def create_connection(
         bus,
         variant=variant,
         address=data.get(CONF_RS485_ADDRESS, DEFAULT_RS485_ADDRESS),
+        settings_every=settings_every,
     )
 
     async def release() -> None:

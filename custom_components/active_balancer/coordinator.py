@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
 import logging
 from typing import TYPE_CHECKING, Any
 
 from homeassistant.components import bluetooth
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import CONF_ADDRESS
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import (
@@ -19,7 +20,6 @@ from homeassistant.exceptions import (
     HomeAssistantError,
     ServiceValidationError,
 )
-from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.device_registry import (
     CONNECTION_BLUETOOTH,
     DeviceInfo as HaDeviceInfo,
@@ -27,40 +27,34 @@ from homeassistant.helpers.device_registry import (
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 
 from .const import (
-    CONF_KEEP_CONNECTED,
     CONF_POLL_INTERVAL,
     CONF_PORT,
     CONF_RS485_ADDRESS,
-    CONF_SETTINGS_EVERY,
     CONF_TRANSPORT,
     CONF_VARIANT,
-    DEFAULT_KEEP_CONNECTED,
     DEFAULT_POLL_INTERVAL,
-    DEFAULT_SETTINGS_EVERY,
     DOMAIN,
     LINK_QUALITY_WINDOW,
-    MISWIRED_POLLS,
     TRANSPORT_BLE,
     TRANSPORT_SERIAL,
 )
+from .issues import BalancerIssues
 from .protocol import (
     BalancerClient,
     BalancerError,
-    Chemistry,
-    DeviceInfo,
+    BalancerInfo,
     NotSupported,
     OutOfRange,
     Reading,
+    RefusalReason,
     Setting,
     Settings,
+    Snapshot,
     Variant,
     WriteNotConfirmed,
 )
-from .protocol.model import MIN_PACK_VOLTAGE
-from .protocol.rules import ALL_CHEMISTRIES_RANGE
 
 if TYPE_CHECKING:
-    from . import BalancerConfigEntry
     from .protocol.ble import BleLink
 
 _LOGGER = logging.getLogger(__name__)
@@ -70,18 +64,94 @@ MANUFACTURER = "DALY / 100balance"
 
 @dataclass(frozen=True, slots=True)
 class BalancerData:
-    """What the entities show: the last reading, settings and link state."""
+    """What the entities show: the client's last snapshot and the link state."""
 
-    info: DeviceInfo
-    reading: Reading
-    settings: Settings
+    snapshot: Snapshot
     link_quality: float
     """Share of the last polls that succeeded, in percent."""
     rssi: int | None = None
     """Signal strength of the last advertisement (Bluetooth only)."""
-    unanswered: dict[str, str] = field(default_factory=dict)
-    """Optional parts the device did not answer (their entities are
-    unavailable), with why."""
+
+    @property
+    def info(self) -> BalancerInfo:
+        """The balancer's identity."""
+        return self.snapshot.info
+
+    @property
+    def reading(self) -> Reading:
+        """The last live values."""
+        return self.snapshot.reading
+
+    @property
+    def settings(self) -> Settings:
+        """The settings as last read or confirmed."""
+        return self.snapshot.settings
+
+    @property
+    def unanswered(self) -> Mapping[str, str]:
+        """Optional parts the device did not answer (their entities are
+        unavailable), with why."""
+        return self.snapshot.unanswered
+
+
+@dataclass(frozen=True, slots=True)
+class ShownAs:
+    """How the user sees a setting, for the messages about a refused value."""
+
+    name: str
+    unit: str | None = None
+    """The unit shown; None: the unit of the rules (volts, seconds...)."""
+    convert: Callable[[float], float] = float
+    """A value in the unit of the rules, in the unit shown."""
+
+    def figure(self, value: float | None) -> str:
+        """*value* (in the rules' unit) as the user sees it."""
+        return "" if value is None else f"{self.convert(value):g}"
+
+    def step(self, step: float | None) -> str:
+        """A step (a difference, not a value) as the user sees it."""
+        return "" if step is None else f"{self.convert(step) - self.convert(0):g}"
+
+
+REFUSALS: dict[RefusalReason, tuple[str, tuple[str, ...]]] = {
+    RefusalReason.RANGE: (
+        "invalid_range",
+        ("setting", "value", "minimum", "maximum", "unit"),
+    ),
+    RefusalReason.STEP: ("invalid_step", ("setting", "value", "step", "unit")),
+    RefusalReason.CHEMISTRY: (
+        "invalid_chemistry",
+        ("value", "minimum", "maximum", "chemistry"),
+    ),
+    RefusalReason.ALARM_ORDER: ("invalid_alarm_order", ("over", "under")),
+}
+"""The translation key of each reason a value is refused, and its placeholders."""
+
+
+def refusal_message(err: OutOfRange, shown: ShownAs) -> ServiceValidationError:
+    """The translated error for a value the library refused."""
+    key, wanted = REFUSALS[err.reason]
+    over: float | None = err.value
+    under: float | None = err.minimum
+    if err.setting is Setting.CELL_UNDERVOLTAGE_ALARM:
+        over, under = err.maximum, err.value
+    unit = err.unit if shown.unit is None else shown.unit
+    figures = {
+        "setting": shown.name,
+        "value": shown.figure(err.value),
+        "minimum": shown.figure(err.minimum),
+        "maximum": shown.figure(err.maximum),
+        "step": shown.step(err.step),
+        "unit": unit,
+        "chemistry": err.chemistry.name if err.chemistry else "",
+        "over": shown.figure(over),
+        "under": shown.figure(under),
+    }
+    return ServiceValidationError(
+        translation_domain=DOMAIN,
+        translation_key=key,
+        translation_placeholders={name: figures[name] for name in wanted},
+    )
 
 
 class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
@@ -114,16 +184,9 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         self.ble_link = ble_link
         self.rssi: int | None = None
         self._results: deque[bool] = deque(maxlen=LINK_QUALITY_WINDOW)
-        self._implausible_polls = 0
+        self.issues = BalancerIssues(hass, entry.entry_id, entry.title)
         self.last_error: str | None = None
         self._late_writes: list[CALLBACK_TYPE] | None = None
-        client.settings_every = entry.options.get(
-            CONF_SETTINGS_EVERY, DEFAULT_SETTINGS_EVERY
-        )
-        client.bus.keep_open = (
-            entry.options.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED)
-            or not ble_link
-        )
 
     @callback
     def async_update_listeners(self) -> None:
@@ -247,7 +310,7 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
     async def _async_update_data(self) -> BalancerData:
         """Poll the balancer."""
         try:
-            reading = await self.client.poll()
+            snapshot = await self.client.poll()
         except BalancerError as err:
             self._results.append(False)
             self.last_error = str(err)
@@ -259,46 +322,33 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
         self._results.append(True)
         if self.ble_link is not None:
             self._async_follow_last_advertisement()
-        assert self.client.info is not None
-        data = BalancerData(
-            info=self.client.info,
-            reading=reading,
-            settings=self.client.settings,
-            link_quality=self.link_quality,
-            rssi=self.rssi,
-            unanswered=dict(self.client.unanswered),
-        )
-        self._check_repairs(data)
-        return data
+        self.issues.async_update(snapshot)
+        return BalancerData(snapshot, link_quality=self.link_quality, rssi=self.rssi)
 
     async def async_write(
-        self, setting: Setting, value: float | bool, *, name: str | None = None
+        self, setting: Setting, value: float | bool, *, shown: ShownAs | None = None
     ) -> None:
-        """The one write helper: validate, write, read back, show at once.
+        """The one write helper: check, write, read back, show at once.
 
-        *name* is the setting's name as the user sees it, for the messages.
-        After the confirmed write, one live read shows at once what the change
+        *shown* says how the user sees the setting, for the messages. After
+        the confirmed write, one live read shows at once what the change
         affects (balancing state, current) instead of at the next poll.
         """
+        shown = shown or ShownAs(setting.value)
         try:
-            self.client.check(setting, value)
+            write = self.client.prepare(setting, value)
             if not self.last_update_success:
                 raise HomeAssistantError(
                     translation_domain=DOMAIN, translation_key="unavailable"
                 )
-            await self.client.write(setting, value)
+            await self.client.send(write)
         except OutOfRange as err:
-            raise ServiceValidationError(
-                translation_domain=DOMAIN,
-                translation_key=f"invalid_{err.reason}",
-                translation_placeholders=err.placeholders
-                | {"setting": name or setting.value},
-            ) from err
+            raise refusal_message(err, shown) from err
         except NotSupported as err:
             raise ServiceValidationError(
                 translation_domain=DOMAIN,
                 translation_key="not_writable",
-                translation_placeholders={"setting": name or setting.value},
+                translation_placeholders={"setting": shown.name},
             ) from err
         except WriteNotConfirmed as err:
             raise HomeAssistantError(
@@ -312,90 +362,18 @@ class BalancerCoordinator(DataUpdateCoordinator[BalancerData]):
                 translation_key="write_failed",
                 translation_placeholders={"error": str(err)},
             ) from err
-        reading = self.data.reading
         try:
-            reading = await self.client.read_live()
+            snapshot = await self.client.read_live()
         except BalancerError as err:
             # The write itself is confirmed; the next poll reads the rest.
             _LOGGER.debug("Live read after the write failed: %s", err)
-        self.async_set_updated_data(
-            dataclasses.replace(
-                self.data,
-                reading=reading,
-                settings=self.client.settings,
-                unanswered=dict(self.client.unanswered),
-            )
-        )
+            confirmed = self.client.snapshot  # with the setting just written
+            assert confirmed is not None
+            snapshot = confirmed
+        self.async_set_updated_data(dataclasses.replace(self.data, snapshot=snapshot))
 
-    # --- repairs --------------------------------------------------------------
 
-    def _check_repairs(self, data: BalancerData) -> None:
-        """Raise or clear the repair issues the manuals' rules call for."""
-        reading, settings = data.reading, data.settings
-        chemistry = settings.chemistry
-        low, high = (
-            chemistry.voltage_range if chemistry is not None else ALL_CHEMISTRIES_RANGE
-        )
-        outside = [
-            str(number)
-            for number, volts in enumerate(reading.cell_voltages, start=1)
-            # A value the device cannot report (None) is implausible too.
-            if volts is None or not low <= volts <= high
-        ]
-        self._implausible_polls = self._implausible_polls + 1 if outside else 0
-        self._issue(
-            "miswired",
-            self._implausible_polls >= MISWIRED_POLLS,
-            {
-                "cells": ", ".join(outside),
-                "chemistry": _chemistry_name(chemistry),
-                "low": f"{low:g}",
-                "high": f"{high:g}",
-            },
-        )
-        self._issue(
-            "cell_count_mismatch",
-            settings.cell_count is not None
-            and settings.cell_count != reading.cell_count,
-            {
-                "configured": str(settings.cell_count),
-                "measured": str(reading.cell_count),
-            },
-        )
-        pack = reading.pack_voltage
-        if pack is None:
-            pack = reading.cell_voltage_sum
-        self._issue(
-            "pack_voltage_low",
-            pack < MIN_PACK_VOLTAGE,
-            {"voltage": f"{pack:.1f}", "minimum": f"{MIN_PACK_VOLTAGE:g}"},
-        )
-
-    def _issue(self, key: str, active: bool, placeholders: dict[str, str]) -> None:
-        issue_id = f"{key}_{self.config_entry.entry_id}"
-        if active:
-            ir.async_create_issue(
-                self.hass,
-                DOMAIN,
-                issue_id,
-                is_fixable=False,
-                severity=ir.IssueSeverity.ERROR
-                if key == "miswired"
-                else ir.IssueSeverity.WARNING,
-                translation_key=key,
-                translation_placeholders={"name": self.config_entry.title}
-                | placeholders,
-            )
-        else:
-            ir.async_delete_issue(self.hass, DOMAIN, issue_id)
-
-    @callback
-    def async_clear_issues(self) -> None:
-        """Remove this entry's repair issues (on unload)."""
-        for key in ("miswired", "cell_count_mismatch", "pack_voltage_low"):
-            ir.async_delete_issue(
-                self.hass, DOMAIN, f"{key}_{self.config_entry.entry_id}"
-            )
+type BalancerConfigEntry = ConfigEntry[BalancerCoordinator]
 
 
 def serial_title(data: Mapping[str, Any], cells: int) -> str:
@@ -414,7 +392,3 @@ def serial_title(data: Mapping[str, Any], cells: int) -> str:
 def port_suffix(data: Mapping[str, Any]) -> str:
     """The part of a serial entry's title that says where it is reached."""
     return f" on {data[CONF_PORT]}"
-
-
-def _chemistry_name(chemistry: Chemistry | None) -> str:
-    return chemistry.name if chemistry is not None else "any"

@@ -12,8 +12,8 @@ from homeassistant.components.diagnostics import REDACTED, async_redact_data
 from homeassistant.const import CONF_ADDRESS
 from homeassistant.core import HomeAssistant
 
-from . import BalancerConfigEntry
 from .const import CONF_PORT
+from .coordinator import BalancerConfigEntry
 
 TO_REDACT = {CONF_ADDRESS, CONF_PORT, "serial_number", "unique_id", "title"}
 
@@ -23,14 +23,14 @@ async def async_get_config_entry_diagnostics(
 ) -> dict[str, Any]:
     """Return diagnostics for one balancer."""
     coordinator = entry.runtime_data
-    client = coordinator.client
     data = coordinator.data
-    stats = dataclasses.asdict(client.bus.stats)
+    client = coordinator.client.diagnostics()
     scrub = _scrubber(
         entry.data.get(CONF_PORT),
         entry.data.get(CONF_ADDRESS),
         data.info.serial_number,
     )
+    link = client["link"]
     return {
         "entry": async_redact_data(
             {
@@ -42,7 +42,7 @@ async def async_get_config_entry_diagnostics(
             TO_REDACT,
         ),
         "device": async_redact_data(_plain(data.info), TO_REDACT),
-        "protocol": data.info.variant.value,
+        "protocol": client["protocol"],
         "reading": _plain(data.reading)
         | {
             "alarm_names": data.reading.alarms.names,
@@ -51,30 +51,21 @@ async def async_get_config_entry_diagnostics(
             "delta_cell_voltage": data.reading.delta_cell_voltage,
         },
         "settings": _plain(data.settings),
-        "writable_settings": sorted(client.writable_settings()),
+        "writable_settings": client["writable_settings"],
         # What the device did not answer (those entities are unavailable).
-        "unanswered": dict(client.unanswered),
-        "read_plan": {
-            "live_reads": [
-                {"start": block.start, "count": block.count}
-                for block in client.live_plan
-            ],
-            "max_read": client.max_read,
-            "turnaround_ms": None
-            if client.bus.turnaround is None
-            else round(client.bus.turnaround * 1000, 1),
-        },
+        "unanswered": client["unanswered"],
+        "read_plan": client["read_plan"],
         "link": {
-            "kind": client.bus.link.kind.value,
-            "keep_open": client.bus.keep_open,
+            "kind": link["kind"],
+            "keep_open": link["keep_open"],
             "quality_percent": coordinator.link_quality,
             "rssi": coordinator.rssi,
             "last_update_success": coordinator.last_update_success,
             "last_error": scrub(coordinator.last_error),
-            "statistics": stats,
+            "statistics": link["statistics"],
             "last_frames": [
-                {"direction": direction, "hex": scrub(frame)}
-                for direction, frame in client.bus.history
+                {"direction": frame["direction"], "hex": scrub(frame["hex"])}
+                for frame in link["last_frames"]
             ],
         },
     }

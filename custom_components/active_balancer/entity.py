@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from homeassistant.core import callback
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
-from .coordinator import BalancerCoordinator
+from .coordinator import BalancerCoordinator, ShownAs
+from .protocol import Setting
 
 
 class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
@@ -72,6 +74,24 @@ class BalancerEntity(CoordinatorEntity[BalancerCoordinator]):
             return
         self._written = shown
         self.async_write_ha_state()
+
+    async def _async_write(
+        self,
+        setting: Setting,
+        value: float | bool,
+        *,
+        unit: str | None = None,
+        convert: Callable[[float], float] = float,
+    ) -> None:
+        """Write *setting* through the coordinator, with this entity's name.
+
+        *unit* and *convert* say how the entity shows the setting's values
+        (the unit of the rules if not given), for the messages.
+        """
+        name = self.name if isinstance(self.name, str) else setting.value
+        await self.coordinator.async_write(
+            setting, value, shown=ShownAs(name, unit, convert)
+        )
 
     async def async_added_to_hass(self) -> None:
         """Remember what was written first."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-import math
 from typing import Any
 
 from homeassistant.components.number import (
@@ -20,12 +19,9 @@ from homeassistant.const import (
     UnitOfTime,
 )
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from . import BalancerConfigEntry
-from .const import DOMAIN
-from .coordinator import BalancerCoordinator
+from .coordinator import BalancerConfigEntry, BalancerCoordinator
 from .entity import BalancerEntity
 from .protocol import Setting
 from .protocol.rules import RULES
@@ -125,10 +121,6 @@ async def async_setup_entry(
     )
 
 
-def _figure(value: float) -> str:
-    return f"{value:g}"
-
-
 class BalancerNumber(BalancerEntity, NumberEntity):
     """A writable setting.
 
@@ -136,8 +128,9 @@ class BalancerNumber(BalancerEntity, NumberEntity):
     table). Home Assistant's own check of a value against them answers with
     the entity id and no unit ("Value 0.005 for number.x is outside valid
     range 0.02 - 1.0"), so the entity gives that check an open range and
-    checks the value itself, with a translated message that names the setting,
-    its unit and the allowed range. Nothing is written either way.
+    leaves the check to the library's rules; the coordinator translates a
+    refusal into a message that names the setting, the unit shown and the
+    allowed range. Nothing is written either way.
     """
 
     entity_description: BalancerNumberDescription
@@ -163,8 +156,8 @@ class BalancerNumber(BalancerEntity, NumberEntity):
     @property
     def native_value(self) -> float | None:
         """The value last read from or confirmed by the balancer."""
-        value = getattr(self.coordinator.data.settings, self.entity_description.key)
-        if value is None:
+        value = self.coordinator.data.settings.get(self.entity_description.setting)
+        if not isinstance(value, int | float):
             return None
         shown = round(float(value) * self.entity_description.scale, 6)
         return round(shown) if self._integer else shown
@@ -205,45 +198,20 @@ class BalancerNumber(BalancerEntity, NumberEntity):
     def _shown(self) -> tuple[float | None, tuple[float, float]]:
         return (self.native_value, self._range())
 
-    def _refuse(self, key: str, value: float, figures: dict[str, str]) -> None:
-        name = self.name if isinstance(self.name, str) else self.entity_description.key
-        raise ServiceValidationError(
-            translation_domain=DOMAIN,
-            translation_key=key,
-            translation_placeholders={
-                "setting": name,
-                "value": _figure(self._shown_value(value)),
-                "unit": self.unit_of_measurement or "",
-            }
-            | figures,
-        )
-
     async def async_set_native_value(self, value: float) -> None:
-        """Check the value, write it, and show it once confirmed."""
+        """Write the value (checked by the library), and show it once confirmed."""
         description = self.entity_description
-        step = description.native_step or 1
         if self.unit_of_measurement != self.native_unit_of_measurement:
             # Entered in the user's unit (°F): take the nearest value the
             # balancer can hold, instead of refusing most of them.
+            step = description.native_step or 1
             value = round(round(value / step) * step, 6)
-        assert description.native_min_value is not None
-        assert description.native_max_value is not None
-        low, high = description.native_min_value, description.native_max_value
-        if not math.isfinite(value) or not low - 1e-9 <= value <= high + 1e-9:
-            low, high = self._range()
-            self._refuse(
-                "invalid_range",
-                value,
-                {
-                    "minimum": _figure(self._shown_value(low)),
-                    "maximum": _figure(self._shown_value(high)),
-                },
-            )
-        steps = (value - low) / step
-        if abs(steps - round(steps)) > 1e-6:  # noqa: PLR2004
-            self._refuse("invalid_step", value, {"step": _figure(step)})
-        await self.coordinator.async_write(
+        scale = description.scale
+        await self._async_write(
             description.setting,
-            round(value / description.scale, 6),
-            name=self.name if isinstance(self.name, str) else None,
+            round(value / scale, 6),
+            unit=self.unit_of_measurement or "",
+            convert=lambda rules_value: self._shown_value(
+                round(rules_value * scale, 6)
+            ),
         )

@@ -23,9 +23,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.typing import StateType
 
-from . import BalancerConfigEntry
 from .balancing import statistics_sensors
-from .coordinator import BalancerCoordinator, BalancerData
+from .coordinator import BalancerConfigEntry, BalancerCoordinator, BalancerData
 from .entity import BalancerEntity
 from .protocol import Variant
 from .protocol.plan import PART_BALANCE_CURRENT, PART_BALANCING_CELLS

@@ -10,9 +10,8 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.restore_state import RestoredExtraData, RestoreEntity
 
-from . import BalancerConfigEntry
 from .const import DEFAULT_SLEEP_TIME
-from .coordinator import BalancerCoordinator
+from .coordinator import BalancerConfigEntry, BalancerCoordinator
 from .entity import BalancerEntity
 from .protocol import Setting
 from .protocol.model import NEVER_SLEEP
@@ -62,11 +61,11 @@ class BalancerSwitch(BalancerEntity, SwitchEntity):
 
     async def async_turn_on(self, **kwargs: Any) -> None:
         """Enable balancing."""
-        await self.coordinator.async_write(Setting.BALANCER_ENABLED, True)
+        await self._async_write(Setting.BALANCER_ENABLED, True)
 
     async def async_turn_off(self, **kwargs: Any) -> None:
         """Disable balancing."""
-        await self.coordinator.async_write(Setting.BALANCER_ENABLED, False)
+        await self._async_write(Setting.BALANCER_ENABLED, False)
 
 
 class SleepSwitch(BalancerEntity, SwitchEntity, RestoreEntity):
@@ -123,8 +122,8 @@ class SleepSwitch(BalancerEntity, SwitchEntity, RestoreEntity):
 
     async def async_turn_on(self, **kwargs: Any) -> None:
         """Restore the last sleep time (or the manuals' 3600 s)."""
-        await self.coordinator.async_write(Setting.SLEEP_TIME, self._last_sleep_time)
+        await self._async_write(Setting.SLEEP_TIME, self._last_sleep_time)
 
     async def async_turn_off(self, **kwargs: Any) -> None:
         """Never sleep."""
-        await self.coordinator.async_write(Setting.SLEEP_TIME, NEVER_SLEEP)
+        await self._async_write(Setting.SLEEP_TIME, NEVER_SLEEP)

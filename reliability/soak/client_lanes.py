@@ -54,12 +54,12 @@ class ClientLane(Lane):
         server: VirtualServer | None = None,
     ) -> None:
         """Drive *client*."""
-        assert client.requested_variant is not None
+        assert client.variant is not None
         super().__init__(
             name=name,
             transport=transport,
             balancer=balancer,
-            variant=client.requested_variant,
+            variant=client.variant,
             polls=polls,
             config=config,
             rng=rng,
@@ -84,8 +84,9 @@ class ClientLane(Lane):
         return sorted(self.client.writable_settings())
 
     def settings(self) -> Settings:
-        """The client's settings."""
-        return self.client.settings
+        """The client's settings (as last read or confirmed)."""
+        snapshot = self.client.snapshot
+        return snapshot.settings if snapshot is not None else Settings()
 
     async def write_once(self, setting: Setting, value: float | bool) -> None:
         """Write with the client and check the device at once."""

@@ -19,7 +19,13 @@ import random
 from typing import TYPE_CHECKING
 
 from balancer_tools.simulator import VirtualServer
-from custom_components.active_balancer.protocol import Bus, Setting, Settings, Variant
+from custom_components.active_balancer.protocol import (
+    Bus,
+    PreparedWrite,
+    Setting,
+    Settings,
+    Variant,
+)
 
 from .client_lanes import build_client_lanes
 from .config import (
@@ -87,19 +93,19 @@ class CoordinatorLane(Lane):
 
     def _wrap_client_write(self) -> None:
         client = self.coordinator.client
-        write = client.write
+        send = client.send
 
-        async def checked(setting: Setting, value: float | bool) -> float:
-            number = self.register_request(setting, value)
+        async def checked(write: PreparedWrite) -> float:
+            number = self.register_request(write.setting, write.value)
             since = len(self.balancer.writes)
-            result = await write(setting, value)
-            self.verify_confirmed(setting, value, number, since)
+            result = await send(write)
+            self.verify_confirmed(write.setting, write.value, number, since)
             context = _WRITE_CONTEXT.get(None)
             if context is not None:
                 context["confirmed"] = True
             return result
 
-        setattr(client, "write", checked)  # noqa: B010 - an instance-level tap
+        setattr(client, "send", checked)  # noqa: B010 - an instance-level tap
 
     async def poll_once(self) -> str | None:
         """One refresh of the coordinator."""
@@ -125,8 +131,9 @@ class CoordinatorLane(Lane):
         return sorted(self.coordinator.client.writable_settings())
 
     def settings(self) -> Settings:
-        """The settings the coordinator shows."""
-        return self.coordinator.client.settings
+        """The settings the coordinator's client holds (last read or confirmed)."""
+        snapshot = self.coordinator.client.snapshot
+        return snapshot.settings if snapshot is not None else Settings()
 
     async def write_once(self, setting: Setting, value: float | bool) -> None:
         """Write through the entity's action when it can, else the helper.

@@ -192,7 +192,12 @@ async def test_settings_update_adds_no_sample(
     clock.now += 20
     coordinator = entry.runtime_data
     coordinator.async_set_updated_data(
-        dataclasses.replace(coordinator.data, settings=coordinator.data.settings)
+        dataclasses.replace(
+            coordinator.data,
+            snapshot=dataclasses.replace(
+                coordinator.data.snapshot, settings=coordinator.data.settings
+            ),
+        )
     )
     await hass.async_block_till_done()
     assert seconds(hass) == shown
@@ -344,7 +349,7 @@ async def test_no_charge_invented_without_the_current(
         )
         entry.add_to_hass(hass)
         await setup_entry(hass, entry)
-        assert "balance_current" in entry.runtime_data.client.unanswered
+        assert "balance_current" in entry.runtime_data.client.snapshot.unanswered
         for _ in range(10):
             await poll(hass, clock)
         assert balancer.balanced_charge > 0

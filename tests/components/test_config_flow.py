@@ -632,7 +632,7 @@ async def test_serial_settings_unanswered_still_adds_the_balancer(
         assert result["data"][CONF_VARIANT] == "d2"
         await hass.async_block_till_done()
         coordinator = result["result"].runtime_data
-        assert "settings" in coordinator.client.unanswered
+        assert "settings" in coordinator.client.snapshot.unanswered
         assert coordinator.data.settings.balance_delta_voltage is None
         assert await hass.config_entries.async_unload(result["result"].entry_id)
 
@@ -1389,7 +1389,7 @@ async def test_options(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     coordinator = entry.runtime_data
     assert coordinator is not old
     assert coordinator.update_interval == timedelta(seconds=7)
-    assert coordinator.client.settings_every == 3
+    assert coordinator.client.diagnostics()["read_plan"]["settings_every"] == 3
 
     # The form shows the stored options next time.
     result = await hass.config_entries.options.async_init(entry.entry_id)

@@ -130,7 +130,7 @@ async def test_options_change_reloads(
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data is not old
     assert entry.runtime_data.update_interval == timedelta(seconds=5)
-    assert entry.runtime_data.client.settings_every == 1
+    assert entry.runtime_data.client.diagnostics()["read_plan"]["settings_every"] == 1
     assert len(hass.data[BUSES]) == 1
 
     # Polled every 5 s now, with the settings read on every poll.

@@ -149,14 +149,15 @@ async def test_settings_read_after_a_write(
 @pytest.mark.parametrize(
     "case",
     [
-        # Outside the manuals' range: the entity's own translated message.
+        # Outside the manuals' range: the integration's translated message.
         pytest.param((DELTA, 19, "invalid_range"), id="range"),
         pytest.param((DELTA, 1001, "invalid_range"), id="range_high"),
         pytest.param((SLEEP_TIME, -1, "invalid_range"), id="sleep_range"),
-        # Within every chemistry's range, but not LFP's (2.5 to 3.6 V).
+        # Outside LFP's 2.5 to 3.6 V (the pack's chemistry), also where no
+        # chemistry allows it: the message gives LFP's range.
         pytest.param((START, 3.7, "invalid_chemistry"), id="chemistry"),
         pytest.param((START, 2.4, "invalid_chemistry"), id="chemistry_low"),
-        pytest.param((START, 1.0, "invalid_range"), id="start_range"),
+        pytest.param((START, 1.0, "invalid_chemistry"), id="start_range"),
         # Between the steps.
         pytest.param((DELTA, 30.5, "invalid_step"), id="step"),
         pytest.param((SLEEP_TIME, 10.5, "invalid_step"), id="sleep_step"),

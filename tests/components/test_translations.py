@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 import json
 from pathlib import Path
+import re
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
@@ -34,6 +35,8 @@ from custom_components.active_balancer.const import (
     DOMAIN,
     TRANSPORT_BLE,
 )
+from custom_components.active_balancer.coordinator import REFUSALS
+from custom_components.active_balancer.protocol import RefusalReason
 
 from .conftest import BLE_ADDRESS, SERIAL_PORT_SOURCE, serial_entry_data
 
@@ -222,3 +225,14 @@ def test_translations_have_the_same_keys_as_strings() -> None:
     for language in LANGUAGES[1:]:
         assert keys(load(language)) == expected, language
     assert load("en") == load("strings")
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_refusal_has_a_message_with_its_figures(language: str) -> None:
+    """Each reason the library refuses a value has a message, whose
+    placeholders are exactly the figures the integration fills in."""
+    messages = load(language)["exceptions"]
+    assert set(REFUSALS) == set(RefusalReason)
+    for reason, (key, figures) in REFUSALS.items():
+        message = messages[key]["message"]
+        assert set(re.findall(r"{(\w+)}", message)) == set(figures), (reason, key)

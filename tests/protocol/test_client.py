@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 import contextlib
 from dataclasses import dataclass, field
+import json
 import math
 
 import pytest
@@ -34,6 +35,7 @@ from custom_components.active_balancer.protocol.errors import (
     ConnectionFailed,
     NotSupported,
     OutOfRange,
+    RefusalReason,
 )
 from custom_components.active_balancer.protocol.link import Bus, BusRegistry
 from custom_components.active_balancer.protocol.model import (
@@ -176,7 +178,7 @@ def expected_settings(vb: VirtualBalancer, variant: Variant) -> Settings:
 async def test_detects_the_variant(transport: str, variant: Variant) -> None:
     vb = balancer(variant, transport)
     async with rig(transport, vb, retries=0) as r:
-        info = await r.client().connect()
+        info = (await r.client().connect()).info
     assert info.variant is variant
     assert info.software_version == "B002_111132_03"
     assert info.hardware_version == "E303-032DG-SMB"
@@ -203,18 +205,18 @@ async def test_poll_values_equal_the_state(transport: str, variant: Variant) -> 
     )
     async with rig(transport, vb) as r:
         client = r.client(variant=variant)
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.alarms.flags == {Alarm.CELL_OVERVOLTAGE_L1}
         assert reading.balancing_cells == {1, 2}
         assert_reading_matches(reading, vb, variant)
         vb.set_cell_voltage(1, 3.35)
         vb.temperatures[0] = 90.0
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.alarms.flags == {Alarm.DISCHARGE_OVERTEMP_L2}
         assert reading.balancing_cells == {2, 3}
         assert_reading_matches(reading, vb, variant)
         vb.balancer_enabled = False
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert not reading.balancing
         assert_reading_matches(reading, vb, variant)
 
@@ -235,9 +237,9 @@ async def test_settings_read(transport: str, variant: Variant) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=variant)
         await client.connect()
-        assert client.settings == expected_settings(vb, variant)
+        assert client.snapshot.settings == expected_settings(vb, variant)
         vb.balance_delta_voltage = 0.05
-        assert (await client.read_settings()).balance_delta_voltage == 0.05
+        assert (await client.read_settings()).settings.balance_delta_voltage == 0.05
 
 
 # --- writes ---------------------------------------------------------------------
@@ -279,7 +281,7 @@ async def test_allow_listed_write_is_confirmed_and_recorded(
         assert vb.writes == []
         result = await client.write(setting, value)
     assert result == value
-    assert getattr(client.settings, setting.value) == value
+    assert getattr(client.snapshot.settings, setting.value) == value
     assert getattr(vb, setting.value) == value
     assert [(w.variant, w.register, w.value) for w in vb.writes] == [
         (variant, register.register, register.encode(float(value)))
@@ -347,6 +349,113 @@ async def test_setting_missing_from_a_variant_is_not_supported() -> None:
     assert vb.writes == []
 
 
+async def test_refusals_carry_typed_figures() -> None:
+    """A refused value says which rule and the figures, in the rules' units."""
+    vb = balancer(Variant.D2)
+    async with rig("tcp", vb) as r:
+        client = r.client(variant=Variant.D2)
+        await client.connect()
+        requests = vb.requests
+        with pytest.raises(OutOfRange) as low:
+            client.prepare(Setting.BALANCE_DELTA_VOLTAGE, 0.005)
+        with pytest.raises(OutOfRange) as lfp:
+            client.prepare(Setting.BALANCE_START_VOLTAGE, 3.8)
+        with pytest.raises(OutOfRange) as order:
+            await client.write(Setting.CELL_UNDERVOLTAGE_ALARM, 3.7)
+    assert (low.value.reason, low.value.setting) == (
+        RefusalReason.RANGE,
+        Setting.BALANCE_DELTA_VOLTAGE,
+    )
+    assert (low.value.value, low.value.minimum, low.value.unit) == (0.005, 0.02, "V")
+    assert lfp.value.reason is RefusalReason.CHEMISTRY
+    assert lfp.value.chemistry is Chemistry.LFP
+    assert (lfp.value.minimum, lfp.value.maximum) == Chemistry.LFP.voltage_range
+    assert order.value.reason is RefusalReason.ALARM_ORDER
+    assert order.value.maximum == vb.cell_overvoltage_alarm  # the other alarm
+    assert vb.requests == requests  # nothing sent for any of them
+    assert vb.writes == []
+
+
+async def test_connect_and_poll_return_snapshots() -> None:
+    """Each call returns what it left known; an older snapshot stays as it was."""
+    vb = balancer(Variant.D2)
+    async with rig("tcp", vb) as r:
+        client = r.client()
+        assert client.snapshot is None
+        first = await client.connect()
+        vb.cell_voltages[0] = 3.2
+        second = await client.poll()
+        await client.write(Setting.BALANCE_DELTA_VOLTAGE, 0.045)
+        after_write = client.snapshot
+    assert first.variant is Variant.D2
+    assert first.reading.cell_voltages[0] != 3.2
+    assert second.reading.cell_voltages[0] == 3.2
+    assert first.settings.balance_delta_voltage == second.settings.balance_delta_voltage
+    assert after_write is not None
+    assert after_write.settings.balance_delta_voltage == 0.045
+    with pytest.raises(TypeError):
+        second.unanswered["settings"] = "no answer"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a5_detection_yields_a_reading(transport: str) -> None:
+    """Detecting an A5-only balancer ends with its cell voltages too."""
+    vb = balancer(Variant.A5, transport)
+    async with rig(transport, vb) as r:
+        snapshot = await r.client().connect()
+    assert snapshot.variant is Variant.A5
+    assert_reading_matches(snapshot.reading, vb, Variant.A5)
+
+
+async def test_a_prepared_write_is_only_sent_by_its_client() -> None:
+    """A write checked and encoded for D2 is not sent by a p81 client."""
+    vb = balancer()  # speaks every variant
+    async with rig("tcp", vb) as r:
+        d2, p81 = r.client(variant=Variant.D2), r.client(variant=Variant.P81)
+        with pytest.raises(NotSupported, match="not connected"):
+            d2.prepare(Setting.BALANCE_DELTA_VOLTAGE, 0.03)
+        await d2.connect()
+        await p81.connect()
+        write = d2.prepare(Setting.BALANCE_DELTA_VOLTAGE, 0.03)
+        with pytest.raises(NotSupported, match="prepared for d2"):
+            await p81.send(write)
+    assert write.raw == 30
+    assert vb.writes == []
+
+
+async def test_diagnostics_are_plain_data() -> None:
+    """What a maintainer gets: JSON-ready, with the plan, the link and frames."""
+    vb = balancer(Variant.D2)
+    async with rig("tcp", vb) as r:
+        client = r.client(settings_every=4)
+        await client.poll()
+        diagnostics = client.diagnostics()
+    assert json.loads(json.dumps(diagnostics)) == diagnostics
+    assert diagnostics["protocol"] == "d2"
+    assert diagnostics["read_plan"]["settings_every"] == 4
+    assert diagnostics["read_plan"]["live_reads"] == [
+        {"start": block.start, "count": block.count} for block in client.live_plan
+    ]
+    assert diagnostics["link"]["kind"] == "serial"
+    assert diagnostics["link"]["statistics"]["requests"] == vb.requests
+    assert {frame["direction"] for frame in diagnostics["link"]["last_frames"]} == {
+        "tx",
+        "rx",
+    }
+
+
+def test_settings_are_read_by_setting() -> None:
+    """Every setting has its value in Settings, and a write replaces just it."""
+    settings = Settings(balance_delta_voltage=0.03, chemistry=Chemistry.NMC)
+    assert {setting: settings.get(setting) for setting in Setting} == dict.fromkeys(
+        Setting
+    ) | {Setting.BALANCE_DELTA_VOLTAGE: 0.03, Setting.CHEMISTRY: Chemistry.NMC}
+    changed = settings.with_value(Setting.SLEEP_TIME, 600)
+    assert changed.get(Setting.SLEEP_TIME) == 600
+    assert changed.get(Setting.BALANCE_DELTA_VOLTAGE) == 0.03
+    assert settings.get(Setting.SLEEP_TIME) is None
+
+
 # --- several boards on one RS485 line -------------------------------------------
 
 
@@ -372,13 +481,13 @@ async def test_three_boards_share_one_bus() -> None:
         clients = [
             BalancerClient(buses[0], variant=Variant.P81, address=n) for n in (1, 2, 3)
         ]
-        infos = await asyncio.gather(*(client.connect() for client in clients))
-        assert [info.address for info in infos] == [1, 2, 3]
+        snapshots = await asyncio.gather(*(client.connect() for client in clients))
+        assert [snapshot.info.address for snapshot in snapshots] == [1, 2, 3]
         for _ in range(3):
-            readings = await asyncio.gather(*(client.poll() for client in clients))
-            for reading, board in zip(readings, boards, strict=True):
-                assert_reading_matches(reading, board, Variant.P81)
-        assert [r.cell_count for r in readings] == [5, 6, 7]
+            snapshots = await asyncio.gather(*(client.poll() for client in clients))
+            for snapshot, board in zip(snapshots, boards, strict=True):
+                assert_reading_matches(snapshot.reading, board, Variant.P81)
+        assert [s.reading.cell_count for s in snapshots] == [5, 6, 7]
         await clients[1].set_balancer_enabled(False)
         assert [board.balancer_enabled for board in boards] == [True, False, True]
         assert [len(board.writes) for board in boards] == [0, 1, 0]
@@ -403,12 +512,12 @@ async def test_one_shot_fault_is_retried(transport: str, kind: str) -> None:
         await client.connect()
         requests = vb.requests
         vb.faults.once(kind)
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert_reading_matches(reading, vb, Variant.D2)
         retried = kind != "garbage"
         # One request per planned read, and the one the fault hit once more.
         assert vb.requests - requests == len(client.live_plan) + (1 if retried else 0)
-        assert await client.poll() == reading
+        assert (await client.poll()).reading == reading
         if kind == "disconnect" and transport == "tcp":
             assert r.server.connects == 2
         if kind == "disconnect" and transport == "ble":
@@ -443,14 +552,14 @@ async def test_persistent_fault_raises_the_right_error(
         else:
             setattr(vb.faults, kind, 1.0)
         if error is None:
-            assert_reading_matches(await client.poll(), vb, Variant.D2)
+            assert_reading_matches((await client.poll()).reading, vb, Variant.D2)
             return
         with pytest.raises(error):
             await client.poll()
         assert vb.requests - requests == 3  # first try and two retries
         # The line recovers once the fault goes away.
         vb.faults.clear()
-        assert_reading_matches(await client.poll(), vb, Variant.D2)
+        assert_reading_matches((await client.poll()).reading, vb, Variant.D2)
 
 
 async def test_late_reply_is_not_taken_for_the_next_request() -> None:
@@ -501,7 +610,7 @@ async def test_sleeping_balancer(link: str) -> None:
                 await client.poll()
             vb.wake()
         # Over the UART, the first request only wakes it up; the retry works.
-        assert_reading_matches(await client.poll(), vb, Variant.D2)
+        assert_reading_matches((await client.poll()).reading, vb, Variant.D2)
 
 
 # --- TCP and BLE links --------------------------------------------------------------
@@ -514,7 +623,7 @@ async def test_tcp_client_reconnects_after_the_server_drops_it() -> None:
         await client.connect()
         r.server.disconnect_clients()
         await asyncio.sleep(0.05)
-        assert_reading_matches(await client.poll(), vb, Variant.D2)
+        assert_reading_matches((await client.poll()).reading, vb, Variant.D2)
         assert r.server.connects == 2
         assert r.bus.stats.disconnects == 1
 
@@ -540,7 +649,7 @@ async def test_ble_disconnect_mid_frame_then_reconnect() -> None:
         await client.connect()
         vb.faults.once("disconnect")
         sent = len(r.connector.clients[0].notifications)
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert_reading_matches(reading, vb, Variant.D2)
         first, second = r.connector.clients
         assert not first.is_connected
@@ -560,7 +669,7 @@ async def test_ble_two_frames_in_one_notification(chunk_size: int) -> None:
     async with rig("ble", vb) as r:
         client = r.client(variant=Variant.A5)
         await client.connect()
-        assert_reading_matches(await client.poll(), vb, Variant.A5)
+        assert_reading_matches((await client.poll()).reading, vb, Variant.A5)
         notifications = r.connector.clients[0].notifications
         assert any(len(n) >= 26 for n in notifications)
 
@@ -580,7 +689,7 @@ async def test_paced_9600_baud_line(variant: Variant) -> None:
     async with rig("tcp", vb, baudrate=9600, turnaround=0.02, base_timeout=0.1) as r:
         client = r.client(variant=variant)
         await client.connect()
-        assert_reading_matches(await client.poll(), vb, variant)
+        assert_reading_matches((await client.poll()).reading, vb, variant)
         assert r.bus.stats.timeouts == 0
 
 
@@ -589,7 +698,7 @@ async def test_nmc_balancer_chemistry_limits() -> None:
     async with rig("tcp", vb) as r:
         client = r.client(variant=Variant.D2)
         await client.connect()
-        assert client.settings.chemistry is Chemistry.NMC
+        assert client.snapshot.settings.chemistry is Chemistry.NMC
         assert await client.set_balance_start_voltage(3.7) == 3.7
         with pytest.raises(OutOfRange):
             await client.set_balance_start_voltage(2.9)

@@ -70,16 +70,19 @@ async def test_a5_without_settings_commands_reads_live_values(transport: str) ->
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.A5, settings_every=3)
         await client.connect()
-        assert set(client.unanswered) == {
+        assert set(client.snapshot.unanswered) == {
             "balance_settings",
             "cell_thresholds",
             "temperature_thresholds",
         }
-        assert client.settings.balance_start_voltage is None
-        assert client.settings.cell_overvoltage_alarm is None
-        assert client.settings.cell_count == vb.cell_count
-        assert client.setting_part(Setting.BALANCE_DELTA_VOLTAGE) in client.unanswered
-        reading = await client.poll()
+        assert client.snapshot.settings.balance_start_voltage is None
+        assert client.snapshot.settings.cell_overvoltage_alarm is None
+        assert client.snapshot.settings.cell_count == vb.cell_count
+        assert (
+            client.setting_part(Setting.BALANCE_DELTA_VOLTAGE)
+            in client.snapshot.unanswered
+        )
+        reading = (await client.poll()).reading
         assert_reading_matches(reading, vb, Variant.A5)
         # Steady state: the unanswered commands are not sent, no timeout paid.
         log.frames.clear()
@@ -107,13 +110,17 @@ async def test_a5_settings_answered_later_are_taken(transport: str) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.A5, settings_every=1)
         await client.connect()
-        assert client.unanswered == {"balance_settings": "no answer"}
-        assert client.settings.cell_overvoltage_alarm == vb.cell_overvoltage_alarm
+        assert client.snapshot.unanswered == {"balance_settings": "no answer"}
+        assert (
+            client.snapshot.settings.cell_overvoltage_alarm == vb.cell_overvoltage_alarm
+        )
         vb.quirks.ignore_commands.clear()
         await client.poll()
         await client.poll()  # the settings re-read
-        assert client.unanswered == {}
-        assert client.settings.balance_delta_voltage == vb.balance_delta_voltage
+        assert client.snapshot.unanswered == {}
+        assert (
+            client.snapshot.settings.balance_delta_voltage == vb.balance_delta_voltage
+        )
 
 
 @pytest.mark.parametrize("transport", SERIAL)
@@ -124,16 +131,16 @@ async def test_a5_without_balancing_bits_or_versions(transport: str) -> None:
     )
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.A5)
-        info = await client.connect()
+        info = (await client.connect()).info
         assert info.software_version is None
         assert info.hardware_version is None
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.balancing is None
         assert reading.balancing_cells is None
         assert reading.cell_voltages == tuple(
             round(v * 1000) / 1000 for v in vb.cell_voltages
         )
-        assert set(client.unanswered) == {
+        assert set(client.snapshot.unanswered) == {
             "balancing_cells",
             "software_version",
             "hardware_version",
@@ -160,12 +167,12 @@ async def test_p81_refusing_long_reads_is_read_completely(
         client = r.client(variant=Variant.P81)
         await client.connect()
         assert client.max_read == P81_TABLE.fallback_max_read <= 81
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert_reading_matches(reading, vb, Variant.P81)
         assert reading.balancing_cells is not None
         assert reading.balance_current is not None
         assert all(block.count <= 81 for block in client.live_plan)
-        assert client.unanswered == {}
+        assert client.snapshot.unanswered == {}
 
 
 @pytest.mark.parametrize("transport", SERIAL)
@@ -175,7 +182,7 @@ async def test_d2_refusing_long_reads_uses_the_same_rule(transport: str) -> None
         client = r.client(variant=Variant.D2)
         await client.connect()
         assert client.max_read == D2_TABLE.fallback_max_read
-        assert_reading_matches(await client.poll(), vb, Variant.D2)
+        assert_reading_matches((await client.poll()).reading, vb, Variant.D2)
 
 
 def test_fallback_rule() -> None:
@@ -197,8 +204,8 @@ async def test_d2_without_balance_registers(transport: str) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.D2, settings_every=100)
         await client.connect()
-        assert set(client.unanswered) == {"balance_current", "balancing_cells"}
-        reading = await client.poll()
+        assert set(client.snapshot.unanswered) == {"balance_current", "balancing_cells"}
+        reading = (await client.poll()).reading
         assert reading.balance_current is None
         assert reading.balancing_cells is None
         assert reading.cell_voltages == tuple(
@@ -231,8 +238,8 @@ async def test_d2_balance_current_fill_is_not_a_reading(transport: str) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.D2)
         await client.connect()
-        assert client.unanswered == {"balance_current": "fill"}
-        assert (await client.poll()).balance_current is None
+        assert client.snapshot.unanswered == {"balance_current": "fill"}
+        assert (await client.poll()).reading.balance_current is None
         assert all(0x40 not in block for block in client.live_plan)
 
 
@@ -246,14 +253,14 @@ async def test_d2_settings_refused_live_reading_arrives(transport: str) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.D2)
         await client.connect()
-        assert client.unanswered == {
+        assert client.snapshot.unanswered == {
             "settings": "refused",
             "balancer_switch": "refused",
         }
-        assert client.settings.balance_delta_voltage is None
+        assert client.snapshot.settings.balance_delta_voltage is None
         assert client.setting_part(Setting.BALANCER_ENABLED) == "balancer_switch"
         assert client.setting_part(Setting.SLEEP_TIME) == "settings"
-        assert_reading_matches(await client.poll(), vb, Variant.D2)
+        assert_reading_matches((await client.poll()).reading, vb, Variant.D2)
 
 
 # --- the read plan ------------------------------------------------------------------
@@ -296,9 +303,9 @@ async def test_plan_follows_a_new_cell_count(transport: str) -> None:
     async with rig(transport, vb) as r:
         client: BalancerClient = r.client(variant=Variant.D2)
         await client.connect()
-        assert (await client.poll()).cell_count == 4
+        assert (await client.poll()).reading.cell_count == 4
         vb.cell_count = 20
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.cell_count == 20
         assert_reading_matches(reading, vb, Variant.D2)
 
@@ -385,16 +392,16 @@ async def test_fill_marks_parts_unknown(transport: str) -> None:
     vb.fill_registers = (range(0x80, 0xA9), range(0xA9, 0xC9), range(0x3E, 0x40))
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.D2)
-        info = await client.connect()
+        info = (await client.connect()).info
         assert info.software_version is None
-        assert client.unanswered == {
+        assert client.snapshot.unanswered == {
             "versions": "fill",
             "settings": "fill",
             "balancing_cells": "fill",
         }
-        assert client.settings.balance_delta_voltage is None
-        assert client.settings.balancer_enabled is vb.balancer_enabled
-        reading = await client.poll()
+        assert client.snapshot.settings.balance_delta_voltage is None
+        assert client.snapshot.settings.balancer_enabled is vb.balancer_enabled
+        reading = (await client.poll()).reading
         assert reading.balancing_cells is None
         assert reading.balance_current == vb.balance_current
 
@@ -406,9 +413,11 @@ async def test_a5_fill_reply_is_unknown(transport: str) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.A5)
         await client.connect()
-        assert client.unanswered == {"balance_settings": "fill"}
-        assert client.settings.balance_start_voltage is None
-        assert client.settings.cell_overvoltage_alarm == vb.cell_overvoltage_alarm
+        assert client.snapshot.unanswered == {"balance_settings": "fill"}
+        assert client.snapshot.settings.balance_start_voltage is None
+        assert (
+            client.snapshot.settings.cell_overvoltage_alarm == vb.cell_overvoltage_alarm
+        )
 
 
 @pytest.mark.parametrize("transport", SERIAL)
@@ -424,13 +433,13 @@ async def test_optional_register_stops_answering_later(transport: str) -> None:
         with pytest.raises(BalancerTimeout):
             await client.poll()
         # Failing again, the read is tried without its optional registers.
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.balance_current is None
         assert reading.cell_voltages == tuple(
             round(v * 1000) / 1000 for v in vb.cell_voltages
         )
         # Both optional parts of the failed read are left out until the re-read.
-        assert client.unanswered == {
+        assert client.snapshot.unanswered == {
             "balance_current": "no answer",
             "balancing_cells": "no answer",
         }
@@ -438,8 +447,8 @@ async def test_optional_register_stops_answering_later(transport: str) -> None:
         vb.quirks.ignore_registers.clear()
         await client.poll()
         await client.poll()
-        reading = await client.poll()  # the third poll re-reads the settings
-        assert client.unanswered == {}
+        reading = (await client.poll()).reading  # the third poll re-reads the settings
+        assert client.snapshot.unanswered == {}
         assert reading.balance_current == vb.balance_current
 
 
@@ -508,9 +517,9 @@ async def test_p81_without_balance_registers(transport: str) -> None:
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.P81, settings_every=2)
         await client.connect()
-        assert set(client.unanswered) == {"balance_current", "balancing_cells"}
+        assert set(client.snapshot.unanswered) == {"balance_current", "balancing_cells"}
         for _ in range(4):  # the settings re-read tries them again, once
-            reading = await client.poll()
+            reading = (await client.poll()).reading
             assert reading.balance_current is None
             assert reading.cell_voltages == tuple(
                 round(v * 1000) / 1000 for v in vb.cell_voltages
@@ -532,7 +541,7 @@ def test_plan_avoids_unanswered_registers() -> None:
 async def test_d2_versions_in_the_other_layout(transport: str) -> None:
     vb = balancer(Variant.D2, transport, quirks=Quirks(wide_versions=True))
     async with rig(transport, vb) as r:
-        info = await r.client(variant=Variant.D2).connect()
+        info = (await r.client(variant=Variant.D2).connect()).info
         assert info.software_version == vb.software_version
         assert info.hardware_version == vb.hardware_version
         assert info.serial_number is None
@@ -543,12 +552,12 @@ async def test_versions_are_retried_at_the_settings_read(transport: str) -> None
     vb = balancer(Variant.D2, transport, quirks=Quirks(ignore_registers=[(0xA9, 0xC8)]))
     async with rig(transport, vb) as r:
         client = r.client(variant=Variant.D2, settings_every=1)
-        info = await client.connect()
+        info = (await client.connect()).info
         assert info.software_version is None
-        assert client.unanswered == {"versions": "no answer"}
+        assert client.snapshot.unanswered == {"versions": "no answer"}
         vb.quirks.ignore_registers.clear()
         await client.poll()
         await client.poll()
-        assert client.unanswered == {}
-        assert client.info is not None
-        assert client.info.software_version == vb.software_version
+        assert client.snapshot.unanswered == {}
+        assert client.snapshot.info is not None
+        assert client.snapshot.info.software_version == vb.software_version

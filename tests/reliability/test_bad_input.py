@@ -321,12 +321,32 @@ def number_id(setting: Setting) -> str:
     return f"number.balancer_16s_{NUMBER_NAMES[setting]}"
 
 
+async def test_start_voltage_outside_every_chemistry(
+    hass: HomeAssistant, entry: MockConfigEntry, balancer: VirtualBalancer
+) -> None:
+    """Above every chemistry's range: the message gives the pack's (LFP) range."""
+    with pytest.raises(ServiceValidationError) as refused:
+        await hass.services.async_call(
+            "number",
+            "set_value",
+            {"entity_id": number_id(Setting.BALANCE_START_VOLTAGE), "value": 4.5},
+            blocking=True,
+        )
+    assert refused.value.translation_key == "invalid_chemistry"
+    assert refused.value.translation_placeholders == {
+        "value": "4.5",
+        "minimum": "2.5",
+        "maximum": "3.6",
+        "chemistry": "LFP",
+    }
+    assert balancer.writes == []
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [
         (Setting.BALANCE_DELTA_VOLTAGE, 2000),  # mV
         (Setting.BALANCE_DELTA_VOLTAGE, 10),  # below the manuals' 20 mV
-        (Setting.BALANCE_START_VOLTAGE, 4.5),  # above every chemistry's range
         (Setting.SLEEP_TIME, 70000),
         (Setting.SLEEP_TIME, -1),
     ],
@@ -346,8 +366,9 @@ async def test_number_outside_range(
             {"entity_id": number_id(setting), "value": value},
             blocking=True,
         )
-    # The entity's own check, which names the setting, the unit and the range
-    # (Home Assistant's would name the entity id and no unit).
+    # The library's rules, in the integration's message, which names the
+    # setting, the unit and the range (Home Assistant's would name the entity
+    # id and no unit).
     assert refused.value.translation_domain == DOMAIN
     assert refused.value.translation_key == "invalid_range"
     placeholders = refused.value.translation_placeholders
@@ -448,9 +469,8 @@ async def test_two_alarm_writes_that_conflict(
 ) -> None:
     """Each alarm is fine alone, together they cross: the second is refused.
 
-    Both pass the check against the settings shown when they start; the rule
-    is checked again when each one's turn comes, against what the first one
-    changed.
+    The rule that compares them is checked when each one's turn to write
+    comes, against what the first one changed.
     """
     coordinator: BalancerCoordinator = entry.runtime_data
     under = balancer.cell_undervoltage_alarm
@@ -463,11 +483,7 @@ async def test_two_alarm_writes_that_conflict(
     refused = results[1]
     assert isinstance(refused, ServiceValidationError)
     assert refused.translation_key == "invalid_alarm_order"
-    assert refused.translation_placeholders == {
-        "over": "2.5",
-        "under": "3",
-        "setting": "cell_undervoltage_alarm",
-    }
+    assert refused.translation_placeholders == {"over": "2.5", "under": "3"}
     assert balancer.cell_overvoltage_alarm == 2.5
     assert balancer.cell_undervoltage_alarm == under
     assert balancer.cell_overvoltage_alarm > balancer.cell_undervoltage_alarm

@@ -137,7 +137,7 @@ async def test_serial_device_disappears_and_returns(tmp_path: Path) -> None:
     try:
         assert second.path is not None
         path.symlink_to(second.path)
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.cell_count == 16
         assert client.bus.stats.connects == 2
         assert open_fds() == fds  # the old descriptor was closed, one is open
@@ -167,13 +167,13 @@ async def test_tcp_gateway_drops_and_refuses() -> None:
 
     server = await serve_tcp(balancer, port=port)
     try:
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.cell_count == 16
         assert open_fds() == fds
         # The gateway drops an open connection: the next poll reconnects.
         assert isinstance(server, VirtualServer)
         server.disconnect_clients()  # type: ignore[attr-defined]
-        assert (await client.poll()).cell_count == 16
+        assert (await client.poll()).reading.cell_count == 16
         assert client.bus.stats.connects == 3
     finally:
         await client.close()
@@ -193,7 +193,7 @@ async def test_ble_disconnect_mid_frame() -> None:
     try:
         await client.connect()
         balancer.faults.once("disconnect")
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert same_cells(reading.cell_voltages, balancer)
         assert connector.connects == 2
         # The first bridge sent half a frame before the link went down.
@@ -205,7 +205,7 @@ async def test_ble_disconnect_mid_frame() -> None:
         with pytest.raises(ConnectionFailed, match="lost"):
             await client.poll()
         balancer.faults.clear()
-        assert (await client.poll()).cell_count == 16
+        assert (await client.poll()).reading.cell_count == 16
     finally:
         await client.close()
         await connector.close()
@@ -226,7 +226,7 @@ async def test_silent_device_then_awake(
         with pytest.raises(BalancerTimeout, match="No answer within"):
             await client.poll()
         balancer.faults.silent = False
-        assert (await client.poll()).cell_count == 16
+        assert (await client.poll()).reading.cell_count == 16
     finally:
         await client.close()
 
@@ -245,12 +245,12 @@ async def test_sleeping_balancer(link: str, wakes: bool) -> None:
             assert balancer.asleep
             if wakes:
                 # The first request wakes it and is lost; the retry is answered.
-                assert (await client.poll()).cell_count == 16
+                assert (await client.poll()).reading.cell_count == 16
             else:
                 with pytest.raises(BalancerTimeout):
                     await client.poll()
                 balancer.wake()  # the button
-                assert (await client.poll()).cell_count == 16
+                assert (await client.poll()).reading.cell_count == 16
         finally:
             await client.close()
 
@@ -268,7 +268,7 @@ async def test_two_frames_in_one_chunk(
         await client.connect()
         stray = append_crc(bytes((0xD2, 0x03, 0x02, 0x00, 0x2A)))
         balancer.extra = stray
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert same_cells(reading.cell_voltages, balancer)
         assert client.bus.stats.unexpected_frames == 1
     finally:
@@ -290,7 +290,7 @@ async def test_a5_reply_frames_in_one_chunk() -> None:
         link = SerialLink(server.url, base_timeout=0.1)
         client = BalancerClient(Bus(link, settle=0.01), variant=Variant.A5)
         try:
-            reading = await client.poll()
+            reading = (await client.poll()).reading
             assert same_cells(reading.cell_voltages, balancer)
         finally:
             await client.close()
@@ -320,16 +320,16 @@ async def test_late_live_reply_not_taken_after_a_write(
     client = client_for(server.url, base_timeout=0.4, late_window=2.0)
     try:
         await client.connect()
-        assert client.reading is not None
-        assert client.reading.balancing
+        assert client.snapshot.reading is not None
+        assert client.snapshot.reading.balancing
         live = planned_live_request(client)
         # try 1 arrives 1.0 s late; the retry at once; poll 2 after 0.47 s.
         balancer.delays[live] = [1.0, 0.0, 0.47]
         started = time.monotonic()
-        assert (await client.poll()).balancing
+        assert (await client.poll()).reading.balancing
         await client.write(Setting.BALANCER_ENABLED, False)
         assert not balancer.balancing
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert not reading.balancing
         assert time.monotonic() - started < 2.5
         assert client.bus.stats.unexpected_frames == 1  # the late one, dropped
@@ -353,8 +353,8 @@ async def test_late_read_back_not_taken_for_another_setting(
         # Its late first read-back (0.030 V) arrives while the start voltage
         # is being read back: it must not be taken for 3.45 V's answer.
         assert await client.write(Setting.BALANCE_START_VOLTAGE, 3.45) == 3.45
-        assert client.settings.balance_start_voltage == 3.45
-        assert client.settings.balance_delta_voltage == 0.03
+        assert client.snapshot.settings.balance_start_voltage == 3.45
+        assert client.snapshot.settings.balance_delta_voltage == 0.03
         assert balancer.balance_start_voltage == 3.45
     finally:
         await client.close()
@@ -376,7 +376,7 @@ async def test_late_reply_while_idle_is_dropped(
         await asyncio.sleep(1.0)  # the three late replies arrive meanwhile
         assert client.bus.stats.unexpected_frames == 3
         balancer.set_cell_voltage(1, 3.0)
-        reading = await client.poll()
+        reading = (await client.poll()).reading
         assert reading.cell_voltages[0] == 3.0
     finally:
         await client.close()
@@ -421,7 +421,7 @@ async def test_answer_counts_when_the_event_loop_was_busy() -> None:
             for _ in range(5):
                 # Busy for 0.3 s right after the request went out.
                 loop.call_later(0.001, time.sleep, 0.3)
-                assert (await client.poll()).cell_count == 16
+                assert (await client.poll()).reading.cell_count == 16
             assert client.bus.stats.timeouts == 0
         finally:
             await client.close()

@@ -6,7 +6,7 @@ A5 protocol variants. (The virtual balancer of the tests is in the
 repository's tools, outside this package.)
 """
 
-from .client import BalancerClient
+from .client import BalancerClient, PreparedWrite
 from .errors import (
     BalancerError,
     BalancerTimeout,
@@ -14,6 +14,7 @@ from .errors import (
     ConnectionFailed,
     NotSupported,
     OutOfRange,
+    RefusalReason,
     UnexpectedReply,
     WriteNotConfirmed,
 )
@@ -21,11 +22,13 @@ from .link import Bus, BusRegistry, ByteLink, LinkKind
 from .model import (
     Alarm,
     Alarms,
+    BalancerInfo,
     Chemistry,
-    DeviceInfo,
     Reading,
     Setting,
     Settings,
+    SettingValue,
+    Snapshot,
     Variant,
 )
 
@@ -34,6 +37,7 @@ __all__ = [
     "Alarms",
     "BalancerClient",
     "BalancerError",
+    "BalancerInfo",
     "BalancerTimeout",
     "Bus",
     "BusRegistry",
@@ -41,13 +45,16 @@ __all__ = [
     "ChecksumError",
     "Chemistry",
     "ConnectionFailed",
-    "DeviceInfo",
     "LinkKind",
     "NotSupported",
     "OutOfRange",
+    "PreparedWrite",
     "Reading",
+    "RefusalReason",
     "Setting",
+    "SettingValue",
     "Settings",
+    "Snapshot",
     "UnexpectedReply",
     "Variant",
     "WriteNotConfirmed",

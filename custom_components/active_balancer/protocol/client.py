@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 import dataclasses
+from dataclasses import dataclass
 import logging
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from . import codec
@@ -15,6 +17,7 @@ from .errors import (
     ChecksumError,
     NotSupported,
     OutOfRange,
+    RefusalReason,
     UnexpectedReply,
     WriteNotConfirmed,
 )
@@ -27,7 +30,7 @@ from .frames import (
     Frame,
 )
 from .link import Bus, LinkKind
-from .model import DeviceInfo, Reading, Setting, Settings, Variant
+from .model import BalancerInfo, Reading, Setting, Settings, Snapshot, Variant
 from .plan import (
     OPTIONAL_LIVE_PARTS,
     PART_BALANCE_CURRENT,
@@ -51,11 +54,14 @@ from .registers import (
     ModbusTable,
     SettingRegister,
 )
-from .rules import RULES, validate
+from .rules import RULES, check_against, check_value
 
 _T = TypeVar("_T")
 
 _LOGGER = logging.getLogger(__name__)
+
+MAX_RS485_ADDRESS = 15
+"""Highest p81 board number (the address switch has four bits, 0 unused)."""
 
 DEFAULT_SETTINGS_EVERY = 10
 """Polls between two settings reads in steady state."""
@@ -76,6 +82,18 @@ MISS_FILL = "fill"
 MISS_UNEXPECTED = "unexpected reply"
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """A write that passed :meth:`BalancerClient.prepare`: value and encoding."""
+
+    setting: Setting
+    value: float
+    """The value to write, snapped to the setting's step (1.0/0.0 for on/off)."""
+    variant: Variant
+    register: SettingRegister
+    raw: int
+
+
 class BalancerClient:
     """Talks to one balancer on a :class:`~.link.Bus`.
 
@@ -92,26 +110,31 @@ class BalancerClient:
         settings_every: int = DEFAULT_SETTINGS_EVERY,
     ) -> None:
         """Create a client; nothing is sent until :meth:`connect`."""
-        if not 1 <= address <= 15:  # noqa: PLR2004
-            msg = f"RS485 address must be 1..15, not {address}"
-            raise OutOfRange(msg)
+        if not 1 <= address <= MAX_RS485_ADDRESS:
+            msg = f"RS485 address must be 1..{MAX_RS485_ADDRESS}, not {address}"
+            raise OutOfRange(
+                msg,
+                reason=RefusalReason.RANGE,
+                value=address,
+                minimum=1,
+                maximum=MAX_RS485_ADDRESS,
+                step=1,
+            )
         self.bus = bus
-        self.requested_variant = variant
-        self.address = address
-        self.settings_every = max(1, settings_every)
-        self.info: DeviceInfo | None = None
-        self.settings = Settings()
-        self.reading: Reading | None = None
+        """The bus this client talks on (shared on an RS485 line)."""
+        self._requested_variant = variant
+        self._address = address
+        self._settings_every = max(1, settings_every)
+        self._info: BalancerInfo | None = None
+        self._settings = Settings()
+        self._reading: Reading | None = None
         self._polls_since_settings = 0
-        self.unanswered: dict[str, str] = {}
-        """Optional parts the device did not answer, with why (per device).
-
-        They are not asked for again on every poll; the settings re-read
-        tries them once more, in case the first miss was noise."""
-        self.max_read = MAX_READ_REGISTERS
-        """Longest read this device answers (lowered by the fallback rule)."""
-        self.live_plan: tuple[Block, ...] = ()
-        """The reads of one live poll (Modbus variants)."""
+        self._unanswered: dict[str, str] = {}
+        # Optional parts the device did not answer, with why (per device).
+        # They are not asked for again on every poll; the settings re-read
+        # tries them once more, in case the first miss was noise.
+        self._max_read = MAX_READ_REGISTERS
+        self._live_plan: tuple[Block, ...] = ()
         self._needed: dict[int, str] = {}
         self._verified: set[str] = set()
         """Optional live parts the device answered since they were planned in."""
@@ -122,18 +145,89 @@ class BalancerClient:
         self._settings_doubtful = False
         """A write failed after it was sent: the device may have taken it."""
 
-    # --- connection ---------------------------------------------------------
+    # --- state ----------------------------------------------------------------
 
     @property
     def variant(self) -> Variant | None:
-        """The variant in use, once connected."""
-        return self.info.variant if self.info else None
+        """The variant in use once connected; before, the one asked for."""
+        return self._info.variant if self._info else self._requested_variant
 
-    async def connect(self) -> DeviceInfo:
-        """Detect the variant (if needed), read identity and settings."""
+    @property
+    def address(self) -> int:
+        """The RS485 board number this client asks for (p81)."""
+        return self._address
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """What is known now (as last returned), or None before :meth:`connect`."""
+        if self._info is None or self._reading is None:
+            return None
+        return Snapshot(
+            info=self._info,
+            reading=self._reading,
+            settings=self._settings,
+            unanswered=MappingProxyType(dict(self._unanswered)),
+        )
+
+    @property
+    def live_plan(self) -> tuple[Block, ...]:
+        """The reads of one live poll (Modbus variants), planned from the counts."""
+        return self._live_plan
+
+    @property
+    def max_read(self) -> int:
+        """Longest read this device answers (lowered by the fallback rule)."""
+        return self._max_read
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What a maintainer needs to see of this client, as plain data.
+
+        The frames are hex text; they carry the serial number, so a user
+        interface must redact it before showing them.
+        """
+        bus = self.bus
+        turnaround = bus.turnaround
+        return {
+            "protocol": None if self.variant is None else self.variant.value,
+            "writable_settings": sorted(self.writable_settings()),
+            "unanswered": dict(self._unanswered),
+            "read_plan": {
+                "live_reads": [
+                    {"start": block.start, "count": block.count}
+                    for block in self._live_plan
+                ],
+                "max_read": self._max_read,
+                "settings_every": self._settings_every,
+                "turnaround_ms": None
+                if turnaround is None
+                else round(turnaround * 1000, 1),
+            },
+            "link": {
+                "kind": bus.link.kind.value,
+                "keep_open": bus.keep_open,
+                "statistics": dataclasses.asdict(bus.stats),
+                "last_frames": [
+                    {"direction": direction, "hex": frame}
+                    for direction, frame in bus.history
+                ],
+            },
+        }
+
+    def _snapshot(self) -> Snapshot:
+        snapshot = self.snapshot
+        assert snapshot is not None
+        return snapshot
+
+    # --- connection ---------------------------------------------------------
+
+    async def connect(self) -> Snapshot:
+        """Detect the variant (if needed); read identity, settings and values.
+
+        Detection always ends with a live reading, whatever the variant.
+        """
         variants = (
-            [self.requested_variant]
-            if self.requested_variant
+            [self._requested_variant]
+            if self._requested_variant
             else [Variant.D2, Variant.P81, Variant.A5]
         )
         errors: list[str] = []
@@ -151,10 +245,14 @@ class BalancerClient:
                 garbled = garbled or not isinstance(err, BalancerTimeout)
                 continue
             info = await self._read_info(variant)
-            self.info = info
-            await self.read_settings()
+            self._info = info
+            await self._read_settings(variant)
+            if variant is Variant.A5:  # its probe reads no live values
+                self._reading = await self._read_live()
+            self._polls_since_settings = 0
             _LOGGER.debug("Connected: %s", info)
-            return info
+            # The link stays open for the first poll, which usually follows.
+            return self._snapshot()
         if len(variants) == 1:
             msg = f"The balancer did not answer the {variants[0].value} protocol"
         else:
@@ -186,14 +284,14 @@ class BalancerClient:
             assert last is not None
             raise last
         table = MODBUS_TABLES[variant]
-        self.max_read = MAX_READ_REGISTERS
-        self.unanswered.clear()  # nothing learnt while probing another variant
+        self._max_read = MAX_READ_REGISTERS
+        self._unanswered.clear()  # nothing learnt while probing another variant
         self._verified.clear()
         self._planned_counts = None
         self._plan_whole_block(table)
-        self.reading = await self._read_modbus_live(table)
+        self._reading = await self._read_modbus_live(table)
 
-    async def _read_info(self, variant: Variant) -> DeviceInfo:
+    async def _read_info(self, variant: Variant) -> BalancerInfo:
         if variant is Variant.A5:
             versions: list[str | None] = []
             for command in (A5_TABLE.software_version, A5_TABLE.hardware_version):
@@ -205,16 +303,16 @@ class BalancerClient:
                     except UnexpectedReply:
                         self._miss(A5_PARTS[command], MISS_UNEXPECTED)
                 versions.append(version)
-            return DeviceInfo(
+            return BalancerInfo(
                 variant=variant,
                 software_version=versions[0],
                 hardware_version=versions[1],
             )
         table = MODBUS_TABLES[variant]
-        board = self.address if variant is Variant.P81 else None
+        board = self._address if variant is Variant.P81 else None
         regs = await self._optional_block(table, table.info_block, "versions")
         if regs is None:
-            return DeviceInfo(variant=variant, address=board)
+            return BalancerInfo(variant=variant, address=board)
         info = codec.decode_modbus_info(table, board, regs)
         if info.software_version is None and info.hardware_version is None:
             self._miss("versions", MISS_FILL)
@@ -226,51 +324,47 @@ class BalancerClient:
 
     # --- reading ------------------------------------------------------------
 
-    async def poll(self) -> Reading:
+    async def poll(self) -> Snapshot:
         """Read the live values (the planned reads on D2/p81, see ``live_plan``).
 
         Settings are read again every ``settings_every`` polls and after a
         write. Connects first when needed.
         """
-        if self.info is None:
+        if self._info is None:
             await self.connect()
-            self._polls_since_settings = 0
-            if self.reading is None:  # the A5 probe reads no live values
-                self.reading = await self._read_live()
         else:
-            due = self._polls_since_settings >= self.settings_every
+            due = self._polls_since_settings >= self._settings_every
             if due:
                 self._retry_optional_live()
-            self.reading = await self._read_live()
+            self._reading = await self._read_live()
             if due:
                 # After the live read: a device that answers it is awake, so
                 # a settings read it leaves unanswered is its own doing.
-                await self.read_settings()
-                if VERSION_PARTS & set(self.unanswered):
-                    self.info = await self._read_info(self.info.variant)
+                await self._read_settings(self._info.variant)
+                if VERSION_PARTS & set(self._unanswered):
+                    self._info = await self._read_info(self._info.variant)
         self._polls_since_settings += 1
-        assert self.reading is not None
         await self.bus.idle()
-        return self.reading
+        return self._snapshot()
 
-    async def read_live(self) -> Reading:
+    async def read_live(self) -> Snapshot:
         """Read the live values once (after a write), without the settings.
 
         One request on D2 and p81. Does not count as a poll: the settings are
         read again on the next poll as usual after a write.
         """
-        if self.info is None:
+        if self._info is None:
             msg = "not connected"
             raise NotSupported(msg)
-        self.reading = await self._read_live()
+        self._reading = await self._read_live()
         await self.bus.idle()
-        return self.reading
+        return self._snapshot()
 
     async def _read_live(self) -> Reading:
-        assert self.info is not None
-        if self.info.variant is Variant.A5:
+        assert self._info is not None
+        if self._info.variant is Variant.A5:
             return await self._read_a5_live()
-        return await self._read_modbus_live(MODBUS_TABLES[self.info.variant])
+        return await self._read_modbus_live(MODBUS_TABLES[self._info.variant])
 
     async def _read_modbus_live(self, table: ModbusTable) -> Reading:
         regs = await self._read_plan(table)
@@ -292,7 +386,7 @@ class BalancerClient:
     def _retry_optional_live(self) -> None:
         """Plan the optional live parts the device did not answer in again."""
         for part in OPTIONAL_LIVE_PARTS:
-            self.unanswered.pop(part, None)
+            self._unanswered.pop(part, None)
         variant = self.variant
         if variant is not None and variant is not Variant.A5:
             self._plan_again(MODBUS_TABLES[variant])
@@ -309,25 +403,25 @@ class BalancerClient:
         avoid = self._unanswered_registers(table)
         if not avoid:
             self._needed = needed
-            self.live_plan = split(block, self.max_read)
+            self._live_plan = split(block, self._max_read)
             return
         self._needed = {reg: part for reg, part in needed.items() if reg not in avoid}
         cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
-        self.live_plan = best_plan(self._needed, cost, self.max_read, avoid)
+        self._live_plan = best_plan(self._needed, cost, self._max_read, avoid)
 
     def _unanswered_registers(self, table: ModbusTable) -> frozenset[int]:
         """Registers of the optional live parts the device did not answer."""
         live = table.live
         every = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
-        return frozenset(reg for reg, part in every.items() if part in self.unanswered)
+        return frozenset(reg for reg, part in every.items() if part in self._unanswered)
 
     def _replan(self, table: ModbusTable, cells: int, sensors: int) -> None:
         """Plan the live reads for *cells* cells and *sensors* sensors."""
-        parts = [part for part in OPTIONAL_LIVE_PARTS if part not in self.unanswered]
+        parts = [part for part in OPTIONAL_LIVE_PARTS if part not in self._unanswered]
         self._needed = live_registers(table.live, cells, sensors, parts)
         cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
-        self.live_plan = best_plan(
-            self._needed, cost, self.max_read, self._unanswered_registers(table)
+        self._live_plan = best_plan(
+            self._needed, cost, self._max_read, self._unanswered_registers(table)
         )
         self._planned_counts = (cells, sensors)
 
@@ -350,18 +444,18 @@ class BalancerClient:
         regs: dict[int, int] = {}
         index = 0
         restarts = 0
-        while index < len(self.live_plan):
-            block = self.live_plan[index]
+        while index < len(self._live_plan):
+            block = self._live_plan[index]
             parts = parts_of(block, self._needed)
             optional = parts - {PART_LIVE}
             try:
                 regs.update(await self._read_block(table, block))
             except (BalancerTimeout, NotSupported, UnexpectedReply) as err:
-                shorter = fallback_limit(table, self.max_read)
+                shorter = fallback_limit(table, self._max_read)
                 unproven = optional - self._verified
                 if shorter is not None and block.count > shorter:
                     _LOGGER.debug("Reads of %d registers failed", block.count)
-                    self.max_read = shorter
+                    self._max_read = shorter
                 elif unproven:
                     for part in unproven:
                         self._miss(part, _reason(err))
@@ -388,7 +482,7 @@ class BalancerClient:
         self._needed = {
             reg: part for reg, part in self._needed.items() if reg not in block
         }
-        self.live_plan = tuple(b for b in self.live_plan if b != block)
+        self._live_plan = tuple(b for b in self._live_plan if b != block)
 
     def _note_fill(self, table: ModbusTable, regs: dict[int, int]) -> None:
         """Mark optional live parts that came back as 0xFFFF fill."""
@@ -404,15 +498,15 @@ class BalancerClient:
         if bits and all(value == UNAVAILABLE for value in bits):
             filled.append(PART_BALANCING_CELLS)
         for part in filled:
-            if part not in self.unanswered:
+            if part not in self._unanswered:
                 self._miss(part, MISS_FILL)
                 self._plan_again(table)
 
     def _miss(self, part: str, reason: str) -> None:
         self._verified.discard(part)
-        if part not in self.unanswered:
+        if part not in self._unanswered:
             _LOGGER.debug("The device did not answer %s (%s)", part, reason)
-        self.unanswered[part] = reason
+        self._unanswered[part] = reason
 
     async def _optional(
         self, part: str, read: Callable[[], Awaitable[_T]]
@@ -423,7 +517,7 @@ class BalancerClient:
         except (BalancerTimeout, NotSupported, UnexpectedReply, ChecksumError) as err:
             self._miss(part, _reason(err))
             return None
-        self.unanswered.pop(part, None)
+        self._unanswered.pop(part, None)
         return result
 
     async def _read_a5_live(self) -> Reading:
@@ -443,7 +537,7 @@ class BalancerClient:
             )
         replies = await self._a5_reads(commands)
         balancing = None
-        if PART_BALANCING_CELLS not in self.unanswered:
+        if PART_BALANCING_CELLS not in self._unanswered:
             balancing = await self._a5_optional(A5_TABLE.balancing, 1)
         if balancing is not None:
             replies[A5_TABLE.balancing] = balancing
@@ -464,7 +558,7 @@ class BalancerClient:
         """An optional A5 command: its frames, or None when not answered."""
         part = A5_PARTS[command]
         request = codec.a5_request(command, self._a5_host, frames)
-        if part in self.unanswered:
+        if part in self._unanswered:
             # Missed before: one try, not the bus's retries.
             answer = await self._optional(
                 part, lambda: self.bus.exchange(request, retries=0)
@@ -480,7 +574,7 @@ class BalancerClient:
         return result
 
     async def _read_block(self, table: ModbusTable, block: Block) -> dict[int, int]:
-        board = self.address
+        board = self._address
         frames = await self.bus.exchange(
             codec.read_request(table.variant, board, block)
         )
@@ -488,7 +582,7 @@ class BalancerClient:
 
     def setting_part(self, setting: Setting) -> str | None:
         """The optional part that holds *setting* on this device's variant."""
-        variant = self.variant or self.requested_variant
+        variant = self.variant or self._requested_variant
         if variant is None:
             return None
         if variant is Variant.A5:
@@ -504,17 +598,20 @@ class BalancerClient:
                 return part
         return None  # pragma: no cover - every setting lies in a block
 
-    async def read_settings(self) -> Settings:
+    async def read_settings(self) -> Snapshot:
         """Read every setting the variant has; each block or command is optional.
 
         What the device did not answer before is asked again (once); on the
         periodic re-read (:meth:`poll`) the optional live parts are planned in
-        again for that poll's live read too.
+        again for that poll's live read too. Connects first when needed.
         """
-        variant = self.variant or self.requested_variant
-        if variant is None:
-            await self.connect()
-            return self.settings
+        if self._info is None:
+            return await self.connect()
+        await self._read_settings(self._info.variant)
+        await self.bus.idle()
+        return self._snapshot()
+
+    async def _read_settings(self, variant: Variant) -> None:
         if variant is Variant.A5:
             replies = await self._a5_reads([(A5_TABLE.counts, 1)])
             for command in (
@@ -526,7 +623,7 @@ class BalancerClient:
                 if frames is not None:
                     replies[command] = frames
             self._a5_counts = codec.decode_a5_counts(replies[A5_TABLE.counts])
-            self.settings = codec.decode_a5_settings(replies, self._a5_counts[0])
+            self._settings = codec.decode_a5_settings(replies, self._a5_counts[0])
         else:
             table = MODBUS_TABLES[variant]
             regs: dict[int, int] = {}
@@ -536,17 +633,16 @@ class BalancerClient:
                 values = await self._optional_block(table, block, part)
                 if values is not None:
                     regs.update(values)
-            self.settings = codec.decode_modbus_settings(table, regs)
+            self._settings = codec.decode_modbus_settings(table, regs)
         self._polls_since_settings = 0
-        return self.settings
 
     async def _optional_block(
         self, table: ModbusTable, block: Block, part: str
     ) -> dict[int, int] | None:
         """Read one optional block; None (and remembered) when not answered."""
-        request = codec.read_request(table.variant, self.address, block)
+        request = codec.read_request(table.variant, self._address, block)
         # Missed before: one try, not the bus's retries.
-        retries = {"retries": 0} if part in self.unanswered else {}
+        retries = {"retries": 0} if part in self._unanswered else {}
 
         async def read() -> dict[int, int]:
             frames = await self.bus.exchange(request, **retries)
@@ -566,20 +662,22 @@ class BalancerClient:
             return frozenset()
         return frozenset(MODBUS_TABLES[self.variant].writable())
 
-    def check(
-        self, setting: Setting, value: float | bool
-    ) -> tuple[float, SettingRegister, int]:
-        """Check a write without sending anything; return (value, register, raw).
+    def prepare(self, setting: Setting, value: float | bool) -> PreparedWrite:
+        """Check and encode a write without sending anything.
 
-        Applies the manuals' rules, the variant's allow-list and what its
-        register can hold. Raises :class:`OutOfRange` or :class:`NotSupported`.
-        Needs a connected client (the rules depend on the device's settings).
+        Needs a connected client. Applies the setting's rule (range, step,
+        the cells' chemistry as last read), the
+        variant's allow-list and what its register can hold. Raises
+        :class:`OutOfRange` or :class:`NotSupported`. The rule that compares
+        two settings the device holds (the alarms) is applied by :meth:`send`,
+        under the write lock.
         """
-        number = validate(setting, value, self.settings)
-        if self.info is None:
-            msg = "not connected: the device's settings are not known yet"
+        if self._info is None:
+            # The rules depend on the device's settings (its cell chemistry).
+            msg = "not connected: the balancer's settings are not known yet"
             raise NotSupported(msg)
-        variant = self.info.variant
+        number = check_value(setting, value, self._settings.chemistry)
+        variant = self._info.variant
         if variant is Variant.A5:
             msg = (
                 "The A5 protocol is read-only: settings cannot be changed over it. "
@@ -590,66 +688,62 @@ class BalancerClient:
         if register is None:
             msg = f"{setting.value} cannot be written over the {variant.value} protocol"
             raise NotSupported(msg)
-        rule = RULES[setting]
-        if register.inferred:
-            current = getattr(self.settings, setting.value)
-            if current is None or not rule.minimum <= current <= rule.maximum:
-                msg = (
-                    f"{setting.value} over {variant.value} uses a register that is "
-                    f"not confirmed on a balancer, and it holds {current!r}, which "
-                    "is not a plausible value; nothing was written"
-                )
-                raise NotSupported(msg)
         raw = register.encode(number)
         if abs(register.decode(raw) - number) > 1e-6:  # noqa: PLR2004
+            unit = RULES[setting].unit
             msg = (
                 f"{setting.value} over {variant.value} is stored in steps of "
-                f"{register.scale:g} {rule.unit}; {number:g} was refused"
+                f"{register.scale:g} {unit}; {number:g} was refused"
             )
             raise OutOfRange(
                 msg,
-                reason="step",
-                placeholders={
-                    "setting": setting.value,
-                    "value": f"{number:g}",
-                    "step": f"{register.scale:g}",
-                    "unit": rule.unit,
-                },
+                reason=RefusalReason.STEP,
+                setting=setting,
+                value=number,
+                step=register.scale,
+                unit=unit,
             )
-        return number, register, raw
+        return PreparedWrite(setting, number, variant, register, raw)
 
     async def write(self, setting: Setting, value: float | bool) -> float:
         """Write one setting and return the value read back from the device.
 
-        The value is checked first (:meth:`check`); nothing is sent when it is
-        refused (:class:`OutOfRange`) or when the variant cannot write this
-        setting (:class:`NotSupported`). Raises :class:`WriteNotConfirmed`
-        when the read-back differs.
+        :meth:`prepare`, then :meth:`send`; connects first when needed.
         """
-        validate(setting, value, self.settings)  # before any I/O
-        if self.info is None:
+        if self._info is None:
             await self.connect()
-        number, register, raw = self.check(setting, value)
-        assert self.info is not None
-        variant = self.info.variant
-        table = MODBUS_TABLES[variant]
+        return await self.send(self.prepare(setting, value))
+
+    async def send(self, write: PreparedWrite) -> float:
+        """Send a prepared write and return the value read back from the device.
+
+        Under the write lock, the value is checked against the device's other
+        settings as last read (:func:`~.rules.check_against`); nothing is sent
+        when it is refused (:class:`OutOfRange`). Raises
+        :class:`WriteNotConfirmed` when the read-back differs.
+        """
+        if self._info is None or write.variant is not self._info.variant:
+            msg = f"a write prepared for {write.variant.value} by another client"
+            raise NotSupported(msg)
+        setting, number = write.setting, write.value
+        table = MODBUS_TABLES[write.variant]
         # Read the settings again on the next poll, also when this write fails:
         # the device may have taken the value even though its answer was lost.
-        self._polls_since_settings = self.settings_every
+        self._polls_since_settings = self._settings_every
         async with self._write_lock:
             if self._settings_doubtful:
                 # An earlier write failed after it was sent and may have been
                 # taken: the rules must compare with what the device holds.
-                await self.read_settings()
+                await self._read_settings(write.variant)
                 self._settings_doubtful = False
-            # A write that held the lock may have changed the settings the
-            # rules compare with (two alarms written at once): check again.
-            validate(setting, value, self.settings)
+            self._check_against_device(write)
             self._settings_doubtful = True
             await self.bus.exchange(
-                codec.write_request(variant, self.address, register, raw)
+                codec.write_request(
+                    write.variant, self._address, write.register, write.raw
+                )
             )
-            regs = await self._read_block(table, Block(register.register, 1))
+            regs = await self._read_block(table, Block(write.register.register, 1))
         confirmed = codec.setting_register_value(table, setting, regs)
         if setting is Setting.BALANCER_ENABLED:
             ok = confirmed == bool(number)
@@ -664,11 +758,27 @@ class BalancerClient:
                 f"{confirmed!r}"
             )
             raise WriteNotConfirmed(msg)
-        changes: dict[str, Any] = {setting.value: confirmed}
-        self.settings = dataclasses.replace(self.settings, **changes)
+        self._settings = self._settings.with_value(setting, confirmed)
         self._settings_doubtful = False
         await self.bus.idle()
         return float(number) if setting is not Setting.BALANCER_ENABLED else number
+
+    def _check_against_device(self, write: PreparedWrite) -> None:
+        """The rules that depend on what the device holds now."""
+        check_against(write.setting, write.value, self._settings)
+        if write.register.inferred:
+            rule = RULES[write.setting]
+            current = self._settings.get(write.setting)
+            if not isinstance(current, int | float) or not (
+                rule.minimum <= current <= rule.maximum
+            ):
+                msg = (
+                    f"{write.setting.value} over {write.variant.value} uses a "
+                    "register that is not confirmed on a balancer, and it holds "
+                    f"{current!r}, which is not a plausible value; nothing was "
+                    "written"
+                )
+                raise NotSupported(msg)
 
     async def set_balance_start_voltage(self, volts: float) -> float:
         """Set the cell voltage at which balancing may start."""

@@ -23,11 +23,12 @@ from .frames import (
 )
 from .model import (
     Alarms,
+    BalancerInfo,
     Chemistry,
-    DeviceInfo,
     Reading,
     Setting,
     Settings,
+    SettingValue,
     Variant,
     plausible_cell,
     plausible_current,
@@ -239,7 +240,7 @@ def decode_modbus_settings(table: ModbusTable, regs: Mapping[int, int]) -> Setti
 
 def _setting_value(
     table: ModbusTable, setting: Setting, register: SettingRegister, raw: int
-) -> object:
+) -> SettingValue:
     if setting is Setting.BALANCER_ENABLED:
         return bool(raw) if raw in (0, 1) else None
     if setting is Setting.CHEMISTRY:
@@ -251,7 +252,7 @@ def _setting_value(
 
 def decode_modbus_info(
     table: ModbusTable, board: int | None, regs: Mapping[int, int]
-) -> DeviceInfo:
+) -> BalancerInfo:
     """Decode version strings from the info block."""
     block = table.info_block
     data = b"".join(_u16(regs[block.start + i]) for i in range(block.count))
@@ -269,7 +270,7 @@ def decode_modbus_info(
             software = _ascii(data, *wide_software)
             hardware = wide
             serial = None
-    return DeviceInfo(
+    return BalancerInfo(
         variant=table.variant,
         address=board,
         software_version=software,
@@ -280,7 +281,7 @@ def decode_modbus_info(
 
 def setting_register_value(
     table: ModbusTable, setting: Setting, regs: Mapping[int, int]
-) -> object:
+) -> SettingValue:
     """Decode one setting from a register map (used for write read-backs)."""
     register = table.settings[setting]
     return _setting_value(table, setting, register, regs[register.register])

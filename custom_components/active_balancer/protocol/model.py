@@ -5,9 +5,13 @@ All values are in SI units: volts, amperes, seconds, degrees Celsius.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from statistics import fmean
+from types import MappingProxyType
+from typing import Any
 
 
 class Variant(StrEnum):
@@ -276,10 +280,24 @@ class Settings:
     balance_current_limit: float | None = None
     """EXPERIMENTAL: D2 0xD0 read as 0.1 A steps; unverified on hardware."""
 
+    def get(self, setting: Setting) -> SettingValue:
+        """The value of *setting*, or None where the device has not reported it."""
+        value: SettingValue = getattr(self, setting.value)
+        return value
+
+    def with_value(self, setting: Setting, value: SettingValue) -> Settings:
+        """A copy with *setting* set to *value* (after a confirmed write)."""
+        changes: dict[str, Any] = {setting.value: value}
+        return dataclasses.replace(self, **changes)
+
+
+type SettingValue = float | int | bool | Chemistry | None
+"""What one setting holds: a number, on/off, a chemistry, or not reported."""
+
 
 @dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """Identity of a balancer."""
+class BalancerInfo:
+    """Identity of a balancer (what the device registry shows of it)."""
 
     variant: Variant
     address: int | None = None
@@ -304,3 +322,24 @@ class Setting(StrEnum):
     CELL_COUNT = "cell_count"
     CHEMISTRY = "chemistry"
     BALANCE_CURRENT_LIMIT = "balance_current_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything one exchange with a balancer left known, at once.
+
+    :meth:`~.client.BalancerClient.connect`, ``poll``, ``read_live`` and
+    ``read_settings`` return one; it never changes afterwards.
+    """
+
+    info: BalancerInfo
+    reading: Reading
+    settings: Settings
+    unanswered: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Optional parts the device did not answer, with why (``no answer``,
+    ``refused``, ``fill`` or ``unexpected reply``); their values are None."""
+
+    @property
+    def variant(self) -> Variant:
+        """The protocol variant the device answered."""
+        return self.info.variant

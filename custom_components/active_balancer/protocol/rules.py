@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+from typing import Any
 
-from .errors import NotSupported, OutOfRange
+from .errors import NotSupported, OutOfRange, RefusalReason
 from .model import (
     MIN_BALANCE_DELTA,
     NEVER_SLEEP,
@@ -36,12 +37,12 @@ class Rule:
 
     def check(self, setting: Setting, value: float) -> float:
         """Return *value* snapped to the step, or raise :class:`OutOfRange`."""
-        figures = {
-            "setting": setting.value,
-            "value": f"{value:g}",
-            "minimum": f"{self.minimum:g}",
-            "maximum": f"{self.maximum:g}",
-            "step": f"{self.step:g}",
+        figures: dict[str, Any] = {
+            "setting": setting,
+            "value": value,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "step": self.step,
             "unit": self.unit,
         }
         if not math.isfinite(value) or not (
@@ -51,14 +52,14 @@ class Rule:
                 f"{setting.value} must be between {self.minimum:g} and "
                 f"{self.maximum:g} {self.unit}; {value:g} {self.unit} was refused"
             )
-            raise OutOfRange(msg, reason="range", placeholders=figures)
+            raise OutOfRange(msg, reason=RefusalReason.RANGE, **figures)
         steps = (value - self.minimum) / self.step
         if abs(steps - round(steps)) > 1e-6:  # noqa: PLR2004
             msg = (
                 f"{setting.value} must be a multiple of {self.step:g} {self.unit}; "
                 f"{value:g} {self.unit} was refused"
             )
-            raise OutOfRange(msg, reason="step", placeholders=figures)
+            raise OutOfRange(msg, reason=RefusalReason.STEP, **figures)
         return round(self.minimum + round(steps) * self.step, 6)
 
 
@@ -78,44 +79,60 @@ RULES: dict[Setting, Rule] = {
 WRITABLE_SETTINGS = frozenset(RULES)
 
 
-def validate(setting: Setting, value: float | bool, current: Settings) -> float:
-    """Check *value* for *setting* against the manuals' rules.
+def check_value(
+    setting: Setting, value: float | bool, chemistry: Chemistry | None = None
+) -> float:
+    """Check *value* against the rule of *setting* (range, step, chemistry).
 
-    *current* holds the settings last read from the device; it is used for the
-    rules that depend on another setting (the chemistry's voltage range, an
-    over-voltage alarm above the under-voltage alarm). Returns the value to
-    write, snapped to the setting's step. Raises :class:`OutOfRange`, or
-    :class:`NotSupported` for a setting that is never written.
+    Returns the value to write, snapped to the setting's step. With the cell
+    *chemistry* the device is set to, a balance start voltage must lie in its
+    voltage range (the devices set the chemistry; this package never writes
+    it). Raises :class:`OutOfRange`, or :class:`NotSupported` for a setting
+    that is never written. The rule that compares two settings is
+    :func:`check_against`.
     """
     rule = RULES.get(setting)
     if rule is None:
         msg = f"{setting.value} cannot be written"
         raise NotSupported(msg)
-    number = rule.check(setting, float(value))
-    if setting is Setting.BALANCE_START_VOLTAGE and current.chemistry is not None:
-        low, high = current.chemistry.voltage_range
-        if not low <= number <= high:
+    number = float(value)
+    if (
+        setting is Setting.BALANCE_START_VOLTAGE
+        and chemistry is not None
+        and math.isfinite(number)
+    ):
+        low, high = chemistry.voltage_range
+        if not low - 1e-9 <= number <= high + 1e-9:
             msg = (
                 f"balance_start_voltage must be between {low:g} and {high:g} V for "
-                f"{current.chemistry.name} cells; {number:g} V was refused"
+                f"{chemistry.name} cells; {number:g} V was refused"
             )
             raise OutOfRange(
                 msg,
-                reason="chemistry",
-                placeholders={
-                    "value": f"{number:g}",
-                    "minimum": f"{low:g}",
-                    "maximum": f"{high:g}",
-                    "chemistry": current.chemistry.name,
-                },
+                reason=RefusalReason.CHEMISTRY,
+                setting=setting,
+                value=number,
+                minimum=low,
+                maximum=high,
+                unit=rule.unit,
+                chemistry=chemistry,
             )
+    return rule.check(setting, number)
+
+
+def check_against(setting: Setting, number: float, current: Settings) -> None:
+    """Check a value that passed :func:`check_value` against the other settings.
+
+    *current* holds the settings last read from the device: the over-voltage
+    alarm must stay above the under-voltage alarm. Raises :class:`OutOfRange`.
+    """
     over, under = current.cell_overvoltage_alarm, current.cell_undervoltage_alarm
     if setting is Setting.CELL_OVERVOLTAGE_ALARM and under is not None:
-        over = number
+        minimum, maximum, over = under, None, number
     elif setting is Setting.CELL_UNDERVOLTAGE_ALARM and over is not None:
-        under = number
+        minimum, maximum, under = None, over, number
     else:
-        return number
+        return
     if over is not None and under is not None and over <= under:
         msg = (
             f"the over-voltage alarm ({over:g} V) must be above the under-voltage "
@@ -123,7 +140,17 @@ def validate(setting: Setting, value: float | bool, current: Settings) -> float:
         )
         raise OutOfRange(
             msg,
-            reason="alarm_order",
-            placeholders={"over": f"{over:g}", "under": f"{under:g}"},
+            reason=RefusalReason.ALARM_ORDER,
+            setting=setting,
+            value=number,
+            minimum=minimum,
+            maximum=maximum,
+            unit="V",
         )
+
+
+def validate(setting: Setting, value: float | bool, current: Settings) -> float:
+    """Both checks at once: :func:`check_value`, then :func:`check_against`."""
+    number = check_value(setting, value, current.chemistry)
+    check_against(setting, number, current)
     return number
