@@ -34,8 +34,9 @@ from custom_components.active_balancer.const import (
     DOMAIN,
     TRANSPORT_BLE,
 )
+from tests.helpers import BLE_ADDRESS
 
-from .conftest import BLE_ADDRESS, SERIAL_PORT_SOURCE, serial_entry_data
+from .conftest import SERIAL_PORT_SOURCE, serial_entry_data
 
 INTEGRATION = Path(__file__).parents[2] / "custom_components" / DOMAIN
 LANGUAGES = ("strings", "en", "de", "zh-Hans")

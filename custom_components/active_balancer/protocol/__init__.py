@@ -28,8 +28,10 @@ from .model import (
     Settings,
     Variant,
 )
+from .timings import DEFAULT_TIMINGS, Timings
 
 __all__ = [
+    "DEFAULT_TIMINGS",
     "Alarm",
     "Alarms",
     "BalancerClient",
@@ -48,6 +50,7 @@ __all__ = [
     "Reading",
     "Setting",
     "Settings",
+    "Timings",
     "UnexpectedReply",
     "Variant",
     "WriteNotConfirmed",
