@@ -28,9 +28,7 @@ from typing import Any, Self
 from unittest.mock import patch
 
 from bleak.backends.device import BLEDevice
-from bleak.backends.scanner import AdvertisementData
 from homeassistant.components import bluetooth
-from homeassistant.components.bluetooth import BluetoothServiceInfoBleak
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import CONF_ADDRESS, EVENT_STATE_CHANGED
 from homeassistant.core import Event, EventStateChangedData, HomeAssistant, callback
@@ -45,7 +43,6 @@ from balancer_tools.simulator import (
     FakeConnector,
     VirtualBalancer,
     VirtualServer,
-    ble_device,
     fake_connector,
     serve_tcp,
 )
@@ -62,6 +59,7 @@ from custom_components.active_balancer.const import (
 )
 from custom_components.active_balancer.coordinator import BalancerCoordinator
 from custom_components.active_balancer.protocol import ble
+from tests.helpers import all_entities_enabled, ble_service_info
 
 from .common import BenchConfig, Traffic, median, mode, ms, snapshot
 
@@ -94,18 +92,10 @@ def _harness(enable_custom_integrations: None, socket_enabled: None) -> Generato
 
 
 @pytest.fixture
-def all_entities_enabled() -> Generator[None]:
-    """Every entity enabled, also those disabled by default.
-
-    A plain property, not a ``PropertyMock``: a mock records every call and
-    its memory would be counted as the integration's.
-    """
-    with patch.object(Entity, "entity_registry_enabled_default", property(_true)):
+def entity_registry_enabled_by_default() -> Generator[None]:
+    """Every entity enabled, also those disabled by default (as in the tests)."""
+    with all_entities_enabled():
         yield
-
-
-def _true(_entity: Entity) -> bool:
-    return True
 
 
 class ThreadedLine:
@@ -258,7 +248,7 @@ async def _cpu(
     return time.thread_time() - start
 
 
-@pytest.mark.usefixtures("all_entities_enabled")
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_event_loop_cost(hass: HomeAssistant) -> None:
     """Part 4: CPU per poll in the event loop, and state writes per poll."""
     config = _config()
@@ -323,7 +313,7 @@ async def test_event_loop_cost(hass: HomeAssistant) -> None:
     )
 
 
-@pytest.mark.usefixtures("all_entities_enabled")
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_write_latency(hass: HomeAssistant) -> None:
     """Part 6: number.set_value until the confirmed value is in the state."""
     config = _config()
@@ -412,32 +402,6 @@ def _where(frame: tracemalloc.Frame) -> str:
 
 def _address(index: int) -> str:
     return f"DA:17:BA:00:{index // 256:02X}:{index % 256:02X}"
-
-
-def _advertisement(address: str) -> BluetoothServiceInfoBleak:
-    name = f"DL-{address.replace(':', '')}"
-    return BluetoothServiceInfoBleak(
-        name=name,
-        address=address,
-        rssi=-60,
-        manufacturer_data={},
-        service_data={},
-        service_uuids=[],
-        source="local",
-        device=ble_device(address, name, {"source": "local"}),
-        advertisement=AdvertisementData(
-            local_name=name,
-            manufacturer_data={},
-            service_data={},
-            service_uuids=[],
-            tx_power=-127,
-            rssi=-60,
-            platform_data=(),
-        ),
-        connectable=True,
-        time=time.monotonic(),
-        tx_power=None,
-    )
 
 
 class VirtualCpu:
@@ -542,7 +506,7 @@ async def _polling_rounds(
     return rounds_cpu, requests
 
 
-@pytest.mark.usefixtures("all_entities_enabled", "enable_bluetooth")
+@pytest.mark.usefixtures("entity_registry_enabled_by_default", "enable_bluetooth")
 async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -> None:
     """Part 5b: many BLE balancers: memory per device, CPU per polling round."""
     config = _config()
@@ -565,7 +529,7 @@ async def test_ble_scale(hass: HomeAssistant, monkeypatch: pytest.MonkeyPatch) -
     virtual_cpu = VirtualCpu(balancers.values())
     callback_adv = bluetooth.async_get_advertisement_callback(hass)
     for address in addresses:
-        callback_adv(_advertisement(address))
+        callback_adv(ble_service_info(address, f"DL-{address.replace(':', '')}"))
     entries = _ble_entries(addresses)
     # The first device loads the integration and its platforms (imports,
     # translations): a one-time cost, not a per-device one.

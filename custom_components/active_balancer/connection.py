@@ -28,11 +28,21 @@ from .const import (
     PROTOCOL_AUTO,
     TRANSPORT_BLE,
 )
-from .protocol import BalancerClient, Bus, BusRegistry, ConnectionFailed, Variant
+from .protocol import (
+    BalancerClient,
+    Bus,
+    BusRegistry,
+    ConnectionFailed,
+    Timings,
+    Variant,
+)
 from .protocol.ble import BleLink
 from .protocol.serial import SerialLink
 
 BUSES: HassKey[BusRegistry] = HassKey(DOMAIN)
+TIMINGS = Timings()
+"""The waiting times of every bus created here: the library's defaults (the
+tests shorten them, as their virtual balancers answer at once)."""
 
 
 @dataclass(slots=True)
@@ -75,11 +85,12 @@ def create_connection(
         if device is None:
             msg = f"{address} is not in range of any Bluetooth adapter or proxy"
             raise ConnectionFailed(msg)
-        link = BleLink(device)
+        link = BleLink(device, timings=TIMINGS)
         bus = Bus(
             link,
             retries=1 if probing else 2,
             keep_open=options.get(CONF_KEEP_CONNECTED, DEFAULT_KEEP_CONNECTED),
+            timings=TIMINGS,
         )
         client = BalancerClient(bus, variant=variant, settings_every=settings_every)
         return Connection(client, link, bus.close)
@@ -88,8 +99,11 @@ def create_connection(
     bus = registry.acquire(
         port,
         lambda: Bus(
-            SerialLink(port, data.get(CONF_BAUDRATE, DEFAULT_BAUDRATE)),
+            SerialLink(
+                port, data.get(CONF_BAUDRATE, DEFAULT_BAUDRATE), timings=TIMINGS
+            ),
             retries=1 if probing else 2,
+            timings=TIMINGS,
         ),
     )
     client = BalancerClient(

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-import time
 from typing import Any
-from unittest.mock import PropertyMock, patch
+from unittest.mock import patch
 
-from bleak.backends.scanner import AdvertisementData
 from homeassistant.components import bluetooth, usb
 from homeassistant.components.bluetooth import BluetoothServiceInfoBleak
 from homeassistant.const import CONF_ADDRESS, MAJOR_VERSION, MINOR_VERSION, Platform
@@ -29,7 +27,6 @@ from balancer_tools.simulator import (
     FakeConnector,
     VirtualBalancer,
     VirtualServer,
-    ble_device,
     fake_connector,
     serve_tcp,
 )
@@ -46,33 +43,17 @@ from custom_components.active_balancer.const import (
     TRANSPORT_SERIAL,
 )
 from custom_components.active_balancer.protocol import Chemistry
+from tests.helpers import BLE_ADDRESS, ble_service_info
 
 
 @pytest.fixture(autouse=True)
-def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
-    """Load the integration from custom_components/."""
+def auto_enable_custom_integrations(
+    enable_custom_integrations: None, short_timings: None
+) -> None:
+    """Load the integration from custom_components/; its buses wait briefly.
 
-
-@pytest.fixture(autouse=True)
-def fast_links(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short timeouts so that a silent device fails fast in tests."""
-    from custom_components.active_balancer.protocol import link, serial
-
-    original_serial = serial.SerialLink.__init__
-
-    def serial_init(self: serial.SerialLink, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("base_timeout", 0.2)
-        original_serial(self, *args, **kwargs)
-
-    monkeypatch.setattr(serial.SerialLink, "__init__", serial_init)
-    original_bus = link.Bus.__init__
-
-    def bus_init(self: link.Bus, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("settle", 0.02)
-        kwargs.setdefault("late_window", 0.05)
-        original_bus(self, *args, **kwargs)
-
-    monkeypatch.setattr(link.Bus, "__init__", bus_init)
+    Short timeouts (``timings``) make a silent device fail fast in tests.
+    """
 
 
 @pytest.fixture
@@ -130,20 +111,6 @@ async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> None:
 
 # --- Platform, coordinator, repair and diagnostics tests ---------------------
 
-BLE_ADDRESS = "DA:17:BA:1A:0C:E5"
-BLE_NAME = "DL-DA17BA1A0CE5"
-
-
-@pytest.fixture
-def entity_registry_enabled_by_default() -> Generator[None]:
-    """Create every entity enabled, also those disabled by default."""
-    with patch(
-        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
-        return_value=True,
-        new_callable=PropertyMock,
-    ):
-        yield
-
 
 async def async_next_poll(
     hass: HomeAssistant, seconds: float = DEFAULT_POLL_INTERVAL
@@ -155,39 +122,6 @@ async def async_next_poll(
     """
     async_fire_time_changed(hass, dt_util.utcnow() + timedelta(seconds=seconds))
     await hass.async_block_till_done(wait_background_tasks=True)
-
-
-def ble_service_info(
-    rssi: int = -60,
-    *,
-    source: str = "local",
-    manufacturer_data: dict[int, bytes] | None = None,
-) -> BluetoothServiceInfoBleak:
-    """An advertisement of the balancer's Bluetooth dongle."""
-    manufacturer_data = manufacturer_data or {}
-    device = ble_device(BLE_ADDRESS, BLE_NAME, {"source": source})
-    return BluetoothServiceInfoBleak(
-        name=BLE_NAME,
-        address=BLE_ADDRESS,
-        rssi=rssi,
-        manufacturer_data=manufacturer_data,
-        service_data={},
-        service_uuids=[],
-        source=source,
-        device=device,
-        advertisement=AdvertisementData(
-            local_name=BLE_NAME,
-            manufacturer_data=manufacturer_data,
-            service_data={},
-            service_uuids=[],
-            tx_power=-127,
-            rssi=rssi,
-            platform_data=(),
-        ),
-        connectable=True,
-        time=time.monotonic(),
-        tx_power=None,
-    )
 
 
 def inject_advertisement(hass: HomeAssistant, info: BluetoothServiceInfoBleak) -> None:
@@ -216,7 +150,7 @@ def ble_entry(
 
     The dongle has been seen advertising at -60 dBm.
     """
-    inject_advertisement(hass, ble_service_info(-60))
+    inject_advertisement(hass, ble_service_info())
     entry = MockConfigEntry(
         domain=DOMAIN,
         title="Balancer BLE",

@@ -15,11 +15,9 @@ import json
 from pathlib import Path
 import re
 import socket
-import time
 from typing import Any
 from unittest.mock import AsyncMock, patch
 
-from bleak.backends.scanner import AdvertisementData
 from homeassistant.components.bluetooth import (
     BluetoothServiceInfoBleak,
     async_get_advertisement_callback,
@@ -45,11 +43,10 @@ from balancer_tools.simulator import (
     Reply,
     VirtualBalancer,
     VirtualServer,
-    fake_device,
     serve_pty,
     serve_tcp,
 )
-from custom_components.active_balancer import config_flow
+from custom_components.active_balancer import config_flow, connection
 from custom_components.active_balancer.connection import BUSES
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
@@ -65,13 +62,7 @@ from custom_components.active_balancer.const import (
     TRANSPORT_BLE,
     TRANSPORT_SERIAL,
 )
-from custom_components.active_balancer.protocol import (
-    Chemistry,
-    Variant,
-    ble,
-    link,
-    serial,
-)
+from custom_components.active_balancer.protocol import Chemistry, Timings, Variant
 from custom_components.active_balancer.protocol.advertisement import (
     MANIFEST_MATCHERS,
     Identity,
@@ -87,10 +78,15 @@ from custom_components.active_balancer.protocol.registers import (
     D2_TABLE,
     MODBUS_TABLES,
 )
-
-from .conftest import (
+from tests.helpers import (
     BLE_ADDRESS,
     BLE_NAME,
+    FAST_TIMINGS,
+    ble_service_info,
+    bus_timings,
+)
+
+from .conftest import (
     SERIAL_PORT_SOURCE,
     serial_entry_data,
     setup_entry,
@@ -182,17 +178,9 @@ def closed_url() -> str:
     return f"socket://127.0.0.1:{port}"
 
 
-@contextlib.contextmanager
-def quick_serial_timeout() -> Iterator[None]:
+def quick_serial_timeout() -> contextlib.AbstractContextManager[None]:
     """While nothing useful will answer: give up on each request sooner."""
-    original = serial.SerialLink.__init__
-
-    def init(self: serial.SerialLink, *args: Any, **kwargs: Any) -> None:
-        original(self, *args, **kwargs)
-        self.base_timeout = 0.05
-
-    with patch.object(serial.SerialLink, "__init__", init):
-        yield
+    return bus_timings(dataclasses.replace(connection.TIMINGS, serial_timeout=0.05))
 
 
 def field(result: FlowResult, name: str) -> Any:
@@ -230,42 +218,6 @@ def listed_port(path: str, **usb: Any) -> serialx.SerialPortInfo:
         )
     )
     return serialx.SerialPortInfo(device=path, resolved_device=path, **(fields | usb))
-
-
-def service_info(
-    address: str = BLE_ADDRESS,
-    name: str = BLE_NAME,
-    *,
-    manufacturer_data: dict[int, bytes] | None = None,
-    service_uuids: list[str] | None = None,
-    connectable: bool = True,
-) -> BluetoothServiceInfoBleak:
-    """An advertisement as the Bluetooth integration hands it on."""
-    manufacturer_data = manufacturer_data or {}
-    service_uuids = service_uuids or []
-    advertisement = AdvertisementData(
-        local_name=name,
-        manufacturer_data=manufacturer_data,
-        service_data={},
-        service_uuids=service_uuids,
-        tx_power=-127,
-        rssi=-60,
-        platform_data=(),
-    )
-    return BluetoothServiceInfoBleak(
-        name=name,
-        address=address,
-        rssi=-60,
-        manufacturer_data=manufacturer_data,
-        service_data={},
-        service_uuids=service_uuids,
-        source="local",
-        device=fake_device(address, name),
-        advertisement=advertisement,
-        connectable=connectable,
-        time=time.monotonic(),
-        tx_power=None,
-    )
 
 
 async def inject(
@@ -358,35 +310,14 @@ def serial_ports() -> Iterator[AsyncMock]:
         yield ports
 
 
-@pytest.fixture(autouse=True)
-def short_late_window(monkeypatch: pytest.MonkeyPatch, fast_links: None) -> None:
-    """Wait only briefly for late answers after a timeout (silent devices)."""
-    original = link.Bus.__init__
-
-    def init(self: link.Bus, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("late_window", 0.05)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(link.Bus, "__init__", init)
+@pytest.fixture
+def timings() -> Timings:
+    """Bluetooth gives up quickly too: the fake client answers at once."""
+    return dataclasses.replace(FAST_TIMINGS, ble_timeout=0.05, byte_time=1e-4)
 
 
 @pytest.fixture
-def fast_ble(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short BLE timeouts, so that a silent device fails fast."""
-    original = ble.BleLink.__init__
-
-    def init(self: ble.BleLink, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("base_timeout", 0.05)
-        original(self, *args, **kwargs)
-
-    monkeypatch.setattr(ble.BleLink, "__init__", init)
-    monkeypatch.setattr(ble.BleLink, "byte_time", 1e-4)
-
-
-@pytest.fixture
-def connector(
-    enable_bluetooth: None, fast_ble: None, ble_connector: FakeConnector
-) -> FakeConnector:
+def connector(enable_bluetooth: None, ble_connector: FakeConnector) -> FakeConnector:
     """Bluetooth on, and every BLE connection reaches the virtual balancer."""
     return ble_connector
 
@@ -875,7 +806,7 @@ def identified(
     address: str = BLE_ADDRESS, name: str = BLE_NAME
 ) -> BluetoothServiceInfoBleak:
     """A dongle's advertisement with our name and the UART-bridge service."""
-    return service_info(address, name, service_uuids=[SERVICE_UUID])
+    return ble_service_info(address, name, service_uuids=[SERVICE_UUID])
 
 
 def test_manifest_matchers_are_the_advertisement_rules() -> None:
@@ -936,7 +867,7 @@ async def test_bluetooth_foreign_manufacturer_id_starts_no_flow(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """Manufacturer ID 258 (Keiser) and no DL-/JHB- name: no flow, no connection."""
-    keiser = service_info(
+    keiser = ble_service_info(
         "C0:FF:EE:00:01:02", "", manufacturer_data={258: b"\x06\x00\x10\x20"}
     )
     await inject(hass, keiser)
@@ -950,7 +881,7 @@ async def test_bluetooth_foreign_manufacturer_id_starts_no_flow(
     assert result["reason"] == "not_supported"
     assert connector.attempts == 0
     # The same scanner does start a flow for a dongle's name (control).
-    await inject(hass, service_info())
+    await inject(hass, ble_service_info())
     assert len(hass.config_entries.flow.async_progress_by_handler(DOMAIN)) == 1
     assert connector.attempts == 0
 
@@ -959,7 +890,7 @@ async def test_bluetooth_name_only_asks_before_connecting(
     hass: HomeAssistant, connector: FakeConnector, balancer: VirtualBalancer
 ) -> None:
     """A DL- name without the service: asked first, probed only on submit."""
-    await inject(hass, service_info())
+    await inject(hass, ble_service_info())
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert len(flows) == 1
     assert flows[0]["step_id"] == "bluetooth_unprobed"
@@ -986,7 +917,7 @@ async def test_bluetooth_service_only_asks_before_connecting(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """The fff0 service under another name: asked first as well."""
-    info = service_info(name="Akku-2", service_uuids=[SERVICE_UUID])
+    info = ble_service_info(name="Akku-2", service_uuids=[SERVICE_UUID])
     await inject(hass, info, discover=False)
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_BLUETOOTH}, data=info
@@ -1105,7 +1036,7 @@ async def test_bluetooth_discovery_already_configured(
     assert result["reason"] == "already_configured"
     assert connector.attempts == 0
     # Nor does a new advertisement start a flow.
-    await inject(hass, service_info(name="DL-RENAMED"))
+    await inject(hass, ble_service_info(name="DL-RENAMED"))
     assert hass.config_entries.flow.async_progress_by_handler(DOMAIN) == []
 
 
@@ -1115,39 +1046,39 @@ async def test_bluetooth_discovery_already_configured(
 def listed() -> dict[str, BluetoothServiceInfoBleak]:
     """Advertisements the pick list shows, by address."""
     return {
-        "AA:00:00:00:00:01": service_info("AA:00:00:00:00:01", "DL-0001"),
-        "AA:00:00:00:00:02": service_info("AA:00:00:00:00:02", "jhb-0002"),
-        "AA:00:00:00:00:03": service_info(
+        "AA:00:00:00:00:01": ble_service_info("AA:00:00:00:00:01", "DL-0001"),
+        "AA:00:00:00:00:02": ble_service_info("AA:00:00:00:00:02", "jhb-0002"),
+        "AA:00:00:00:00:03": ble_service_info(
             "AA:00:00:00:00:03", "Renamed", manufacturer_data={0x0102: b"\x01DL"}
         ),
-        "AA:00:00:00:00:04": service_info(
+        "AA:00:00:00:00:04": ble_service_info(
             "AA:00:00:00:00:04", "Tagged", manufacturer_data={0x0A0B: b"\x10\x20DL"}
         ),
-        "AA:00:00:00:00:05": service_info(
+        "AA:00:00:00:00:05": ble_service_info(
             "AA:00:00:00:00:05", "TaggedJ", manufacturer_data={0x0C0D: b"\x10JHB\x00"}
         ),
-        "AA:00:00:00:00:06": service_info(
+        "AA:00:00:00:00:06": ble_service_info(
             "AA:00:00:00:00:06", "Bridge", service_uuids=[SERVICE_UUID]
         ),
-        "AA:00:00:00:00:07": service_info("AA:00:00:00:00:07", "DL-IGNORED"),
+        "AA:00:00:00:00:07": ble_service_info("AA:00:00:00:00:07", "DL-IGNORED"),
     }
 
 
 def not_listed() -> list[BluetoothServiceInfoBleak]:
     """Advertisements the pick list leaves out (with the entry set up below)."""
     return [
-        service_info(
+        ble_service_info(
             "BB:00:00:00:00:01",
             "Thermometer",
             manufacturer_data={0x0059: b"\x01\x02"},
             service_uuids=["0000180f-0000-1000-8000-00805f9b34fb"],
         ),
         # A foreign company ID the old matchers took for a dongle.
-        service_info(
+        ble_service_info(
             "BB:00:00:00:00:04", "Keiser", manufacturer_data={0x0102: b"\x01\x02"}
         ),
-        service_info("BB:00:00:00:00:02", "DL-PASSIVE", connectable=False),
-        service_info("BB:00:00:00:00:03", "DL-CONFIGURED"),
+        ble_service_info("BB:00:00:00:00:02", "DL-PASSIVE", connectable=False),
+        ble_service_info("BB:00:00:00:00:03", "DL-CONFIGURED"),
     ]
 
 
@@ -1188,7 +1119,7 @@ async def test_pick_bluetooth_ignored_device(
     """A device the user ignored can still be added by hand."""
     ignored = ble_config_entry(source=SOURCE_IGNORE)
     ignored.add_to_hass(hass)
-    await inject(hass, service_info(), discover=False)
+    await inject(hass, ble_service_info(), discover=False)
     result = await start_pick(hass)
     result = await submit(hass, result, address=BLE_ADDRESS)
     assert result["type"] is FlowResultType.CREATE_ENTRY
@@ -1223,7 +1154,7 @@ async def test_pick_bluetooth_probe_fails(
         connector.fail = 1000
     else:
         balancer.faults = Faults(silent=True)
-    await inject(hass, service_info(), discover=False)
+    await inject(hass, ble_service_info(), discover=False)
     result = await start_pick(hass)
     result = await submit(hass, result, address=BLE_ADDRESS)
     assert result["type"] is FlowResultType.FORM
@@ -1245,7 +1176,7 @@ async def test_pick_bluetooth_configured_meanwhile(
     hass: HomeAssistant, connector: FakeConnector
 ) -> None:
     """The device was added (by discovery) while the list was open."""
-    await inject(hass, service_info(), discover=False)
+    await inject(hass, ble_service_info(), discover=False)
     result = await start_pick(hass)
     ble_config_entry().add_to_hass(hass)
     result = await submit(hass, result, address=BLE_ADDRESS)

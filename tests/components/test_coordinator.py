@@ -36,14 +36,9 @@ from custom_components.active_balancer.const import (
     DOMAIN,
     TRANSPORT_BLE,
 )
+from tests.helpers import BLE_ADDRESS, ble_service_info
 
-from .conftest import (
-    BLE_ADDRESS,
-    async_next_poll,
-    ble_service_info,
-    inject_advertisement,
-    setup_entry,
-)
+from .conftest import async_next_poll, inject_advertisement, setup_entry
 
 CONNECTION = "binary_sensor.balancer_16s_connection"
 LINK_QUALITY = "sensor.balancer_16s_link_quality"
@@ -242,7 +237,7 @@ async def test_ble_rssi_and_device(
     assert coordinator.ble_link is not None
 
     # Seen by another adapter (or a proxy), with new content and a stronger signal.
-    info = ble_service_info(-48, source="proxy", manufacturer_data={770: b"\x01"})
+    info = ble_service_info(rssi=-48, source="proxy", manufacturer_data={770: b"\x01"})
     inject_advertisement(hass, info)
     await hass.async_block_till_done()
     assert coordinator.ble_link._device is info.device
@@ -251,7 +246,9 @@ async def test_ble_rssi_and_device(
 
     # Same content, weaker signal: Home Assistant does not call back for that;
     # the next poll shows it anyway.
-    weaker = ble_service_info(-75, source="proxy", manufacturer_data={770: b"\x01"})
+    weaker = ble_service_info(
+        rssi=-75, source="proxy", manufacturer_data={770: b"\x01"}
+    )
     inject_advertisement(hass, weaker)
     await async_next_poll(hass)
     assert hass.states.get(RSSI).state == "-75"
@@ -298,7 +295,7 @@ async def test_ble_reconnects_with_the_latest_device(
     assert len(devices) == 1
     assert not ble_connector.clients[-1].is_connected  # closed between polls
 
-    info = ble_service_info(-50, source="proxy", manufacturer_data={770: b"\x02"})
+    info = ble_service_info(rssi=-50, source="proxy", manufacturer_data={770: b"\x02"})
     inject_advertisement(hass, info)
     await async_next_poll(hass)
 

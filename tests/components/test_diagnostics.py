@@ -21,8 +21,9 @@ from balancer_tools.simulator import (
 from custom_components.active_balancer.diagnostics import _scrubber
 from custom_components.active_balancer.protocol import Alarm, Alarms
 from custom_components.active_balancer.protocol.registers import ModbusTable
+from tests.helpers import BLE_ADDRESS
 
-from .conftest import BLE_ADDRESS, async_next_poll, setup_entry
+from .conftest import async_next_poll, setup_entry
 
 SERIAL_NUMBER = "SN2024A1B2C3D4"
 

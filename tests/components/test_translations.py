@@ -37,8 +37,9 @@ from custom_components.active_balancer.const import (
 )
 from custom_components.active_balancer.coordinator import REFUSALS
 from custom_components.active_balancer.protocol import RefusalReason
+from tests.helpers import BLE_ADDRESS
 
-from .conftest import BLE_ADDRESS, SERIAL_PORT_SOURCE, serial_entry_data
+from .conftest import SERIAL_PORT_SOURCE, serial_entry_data
 
 INTEGRATION = Path(__file__).parents[2] / "custom_components" / DOMAIN
 LANGUAGES = ("strings", "en", "de", "zh-Hans")

@@ -9,14 +9,23 @@ registries, and Chromium would otherwise try Google's services at start.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 import os
 from pathlib import Path
+import re
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .hass import OWNER_PASSWORD, OWNER_USERNAME
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Locator, Page
+
+    from balancer_tools.simulator import VirtualBalancer
+
+    from .hass import HassProcess
+    from .virtual import BalancerThread
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -87,3 +96,36 @@ def entity_row(card: Locator, name: str) -> Locator:
         "hui-number-entity-row",
         has=card.page.get_by_text(name, exact=True),
     )
+
+
+@dataclass
+class Ui:
+    """What the steps of a browser test work with."""
+
+    hass: HassProcess
+    thread: BalancerThread
+    balancer: VirtualBalancer
+    page: Page
+    shot: Shots
+
+
+def log_in(ui: Ui, *, shot: str | None = None) -> None:
+    """Log in as the owner and wait for the dashboard and its sidebar.
+
+    *shot* names a screenshot of the filled-in login form.
+    """
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(ui.hass.url)
+    page.locator("input[name=username]").fill(OWNER_USERNAME)
+    page.locator("input[name=password]").fill(OWNER_PASSWORD)
+    if shot is not None:
+        ui.shot(shot)
+    page.get_by_role("button", name="Log in").click()
+    # 2025.4 opens /lovelace/0, 2026.x the new /home dashboard.
+    page.wait_for_url(re.compile(r"/(lovelace|home)(/|$)"))
+    expect(
+        page.locator("ha-sidebar").get_by_text("Settings", exact=True)
+    ).to_be_visible()
+    page.wait_for_load_state("networkidle")

@@ -23,12 +23,20 @@ from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Variant
 
-from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, chromium_context, entity_row
-from .hass import ARTIFACTS, INTEGRATION, OWNER_PASSWORD, OWNER_USERNAME, HassProcess
+from .browser import (
+    UI_TIMEOUT_MS,
+    VIEWPORT,
+    Shots,
+    Ui,
+    chromium_context,
+    entity_row,
+    log_in,
+)
+from .hass import ARTIFACTS, INTEGRATION, HassProcess
 from .virtual import BalancerThread
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Page
+    from playwright.sync_api import BrowserContext
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -88,40 +96,26 @@ def test_add_and_use_a_balancer_in_the_browser(
         "pageerror",
         lambda error: console.append(f"pageerror: {error.message}\n{error.stack}"),
     )
-    shot = Shots(page, screenshots)
+    ui = Ui(hass, balancer_thread, balancer, page, Shots(page, screenshots))
     try:
-        _add_and_use(hass, balancer_thread, balancer, page, shot)
+        log_in(ui, shot="login")
+        _add_the_balancer(ui)
+        _read_the_device_page(ui)
+        _change_the_balance_delta(ui)
     except BaseException:
-        shot("FAILED")
+        ui.shot("FAILED")
         raise
     finally:
         (screenshots / "console.log").write_text("\n".join(console), encoding="utf-8")
+    assert not hass.integration_problems()
 
 
-def _add_and_use(
-    hass: HassProcess,
-    balancer_thread: BalancerThread,
-    balancer: VirtualBalancer,
-    page: Page,
-    shot: Shots,
-) -> None:
+def _add_the_balancer(ui: Ui) -> None:
+    """Add integration > Serial > enter a URL > the URL of the virtual balancer."""
     from playwright.sync_api import expect
 
-    # --- log in -----------------------------------------------------------------
-    page.goto(hass.url)
-    page.locator("input[name=username]").fill(OWNER_USERNAME)
-    page.locator("input[name=password]").fill(OWNER_PASSWORD)
-    shot("login")
-    page.get_by_role("button", name="Log in").click()
-    # 2025.4 opens /lovelace/0, 2026.x the new /home dashboard.
-    page.wait_for_url(re.compile(r"/(lovelace|home)(/|$)"))
-    expect(
-        page.locator("ha-sidebar").get_by_text("Settings", exact=True)
-    ).to_be_visible()
-    page.wait_for_load_state("networkidle")
-
-    # --- add the integration with the config-flow dialog --------------------
-    page.goto(f"{hass.url}/config/integrations/dashboard")
+    page, shot = ui.page, ui.shot
+    page.goto(f"{ui.hass.url}/config/integrations/dashboard")
     page.get_by_role("button", name="Add integration").click()
     expect(page.get_by_text("Select brand")).to_be_visible()
     page.get_by_placeholder("Search for a brand name").fill("Smart Active Balancer")
@@ -145,7 +139,7 @@ def _add_and_use(
         .or_(page.get_by_role("textbox", name=re.compile(URL_LABEL)))
         .first
     )
-    url_field.fill(balancer_thread.url)
+    url_field.fill(ui.thread.url)
     shot("flow-url")
     page.get_by_role("button", name="Submit").click()
 
@@ -161,35 +155,45 @@ def _add_and_use(
     shot("flow-success")
     page.get_by_role("button", name=re.compile(r"^(Skip and finish|Finish)$")).click()
 
-    entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
+    entries = ui.hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
     assert [e["state"] for e in entries] == ["loaded"], entries
 
-    # --- the device page ------------------------------------------------------
+
+def _read_the_device_page(ui: Ui) -> None:
+    """The device page shows every cell's voltage and that balancing runs."""
+    from playwright.sync_api import expect
+
+    page = ui.page
     # 2025.4 opens the integration's page after the flow, 2026.x stays put.
     if "/config/integrations/integration/" not in page.url:
-        page.goto(f"{hass.url}/config/integrations/integration/{DOMAIN}")
+        page.goto(f"{ui.hass.url}/config/integrations/integration/{DOMAIN}")
     page.wait_for_url(re.compile(r"/config/integrations/integration/active_balancer"))
     page.locator("a[href^='/config/devices/device/']").first.click()
     page.wait_for_url(re.compile(r"/config/devices/device/"))
     expect(page.get_by_text("DALY / 100balance")).to_be_visible()
 
-    voltages = balancer_thread.call(lambda: list(balancer.cell_voltages))
+    voltages = ui.thread.call(lambda: list(ui.balancer.cell_voltages))
     sensors = page.locator("ha-card").filter(has_text="Sensors").first
     for number, volts in enumerate(voltages, start=1):
         row = entity_row(sensors, CELL_NAME.format(cell=f"{number:02d}"))
         expect(row).to_contain_text(f"{volts:.3f} V")
     expect(entity_row(sensors, BALANCING_NAME)).to_contain_text("Running")
     page.set_viewport_size(TALL_VIEWPORT)  # type: ignore[arg-type]
-    shot("device-page")
+    ui.shot("device-page")
     page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
-    # --- change the balance delta in the number entity's dialog -------------
+
+def _change_the_balance_delta(ui: Ui) -> None:
+    """20 -> 30 mV in the number's dialog: written once, shown on the page."""
+    from playwright.sync_api import expect
+
+    page, shot = ui.page, ui.shot
     configuration = page.locator("ha-card").filter(has_text="Configuration").first
     delta_row = configuration.locator("hui-number-entity-row").filter(
         has=page.get_by_text(DELTA_NAME, exact=True)
     )
     expect(delta_row.get_by_role("spinbutton")).to_have_value("20")  # mV
-    before = balancer_thread.call(lambda: len(balancer.writes))
+    before = ui.thread.call(lambda: len(ui.balancer.writes))
 
     page.get_by_text(DELTA_NAME).first.click()
     dialog = page.locator("ha-more-info-dialog")
@@ -201,7 +205,7 @@ def _add_and_use(
     expect(box).to_have_value("30")
     shot("number-dialog")
 
-    writes = balancer_thread.call(lambda: balancer.writes[before:])
+    writes = ui.thread.call(lambda: ui.balancer.writes[before:])
     assert [(w.variant, w.register, w.value) for w in writes] == [
         (Variant.D2, D2_BALANCE_DELTA_REGISTER, 30)
     ]
@@ -213,8 +217,7 @@ def _add_and_use(
 
     states = {
         s["entity_id"]: s["state"]
-        for s in hass.get("/api/states")
+        for s in ui.hass.get("/api/states")
         if s["entity_id"].endswith("_start_delta")
     }
     assert list(states.values()) == ["30"], states
-    assert not hass.integration_problems()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 import re
 import shutil
@@ -25,15 +24,8 @@ import pytest
 from balancer_tools.simulator import VirtualBalancer
 from custom_components.active_balancer.const import DOMAIN
 
-from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, chromium_context
-from .hass import (
-    ARTIFACTS,
-    OWNER_PASSWORD,
-    OWNER_USERNAME,
-    REPO,
-    HassProcess,
-    wait_for,
-)
+from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, Ui, chromium_context, log_in
+from .hass import ARTIFACTS, REPO, HassProcess, wait_for
 from .virtual import BalancerThread
 
 if TYPE_CHECKING:
@@ -293,17 +285,6 @@ def _voltages(balancer_thread: BalancerThread, balancer: VirtualBalancer) -> lis
     return balancer_thread.call(lambda: list(balancer.cell_voltages))
 
 
-@dataclass
-class Ui:
-    """What the browser steps work with."""
-
-    hass: HassProcess
-    thread: BalancerThread
-    balancer: VirtualBalancer
-    page: Page
-    shot: Shots
-
-
 def _use_the_card(
     hass: HassProcess,
     balancer_thread: BalancerThread,
@@ -314,7 +295,7 @@ def _use_the_card(
     totals: Totals,
 ) -> None:
     ui = Ui(hass, balancer_thread, balancer, page, shot)
-    _log_in(ui)
+    log_in(ui)
     card = _add_the_card(ui)
     lowest, light = _bars_and_marks(ui, card)
     cell = _change_a_cell(ui, card, lowest)
@@ -324,17 +305,6 @@ def _use_the_card(
     totals.check()
     _unavailable_while_off(ui, card)
     shutil.copyfile(light, ARTIFACTS / "card" / "card.png")
-
-
-def _log_in(ui: Ui) -> None:
-    # --- log in ---------------------------------------------------------------
-    ui.page.goto(ui.hass.url)
-    ui.page.locator("input[name=username]").fill(OWNER_USERNAME)
-    ui.page.locator("input[name=password]").fill(OWNER_PASSWORD)
-    ui.page.get_by_role("button", name="Log in").click()
-    # 2025.x lands on /lovelace, 2026.x on the /home overview.
-    ui.page.wait_for_url(re.compile(r"/(lovelace|home)"))
-    ui.page.wait_for_load_state("networkidle")
 
 
 def _add_the_card(ui: Ui) -> Locator:

@@ -30,8 +30,16 @@ import pytest
 
 from custom_components.active_balancer.const import DOMAIN
 
-from .browser import UI_TIMEOUT_MS, VIEWPORT, Shots, chromium_context, entity_row
-from .hass import ARTIFACTS, INTEGRATION, OWNER_PASSWORD, OWNER_USERNAME, HassProcess
+from .browser import (
+    UI_TIMEOUT_MS,
+    VIEWPORT,
+    Shots,
+    Ui,
+    chromium_context,
+    entity_row,
+    log_in,
+)
+from .hass import ARTIFACTS, INTEGRATION, HassProcess
 from .virtual import BalancerThread
 
 if TYPE_CHECKING:
@@ -187,30 +195,33 @@ def test_new_user(
     folder = ARTIFACTS / "new-user"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    shot = Shots(page, folder)
+    ui = Ui(hass, balancer_thread, balancer, page, Shots(page, folder))
     try:
-        _new_user(hass, balancer_thread, page, shot)
+        log_in(ui)
+        entry_id, title = _add_through_the_labelled_steps(ui)
+        _refuse_the_same_balancer_again(ui, title)
+        _poll_hourly(ui, entry_id)
+        sensors = _cells_in_numeric_order(ui)
+        configuration = _number_names_fit(ui)
+        _delta_stops_balancing_at_once(ui, sensors, configuration)
+        _cell_history(ui, sensors)
     except BaseException:
-        shot("FAILED")
-        (shot.folder / "console.log").write_text("\n".join(console), encoding="utf-8")
+        ui.shot("FAILED")
+        (folder / "console.log").write_text("\n".join(console), encoding="utf-8")
         raise
     assert not hass.integration_problems()
 
 
-def _new_user(
-    hass: HassProcess, balancer_thread: BalancerThread, page: Page, shot: Shots
-) -> None:
+def _add_through_the_labelled_steps(ui: Ui) -> tuple[str, str]:
+    """The serial step, then the manual port step, labelled; its entry and title.
+
+    A URL where nothing listens first: the step then shows the line settings
+    too, labelled as well.
+    """
     from playwright.sync_api import expect
 
-    page.goto(hass.url)
-    page.locator("input[name=username]").fill(OWNER_USERNAME)
-    page.locator("input[name=password]").fill(OWNER_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(re.compile(r"/(lovelace|home)"))
-    page.wait_for_load_state("networkidle")
-
-    # --- add: the serial step, then the manual port step, labelled --------
-    _open_serial_flow(page, hass)
+    page, shot = ui.page, ui.shot
+    _open_serial_flow(page, ui.hass)
     dialog = _dialog(page)
     _expect_labelled(page, SERIAL, ["port", "baudrate", "protocol", "rs485_address"])
     # No USB adapter here: "enter a path or URL" is preselected.
@@ -230,9 +241,9 @@ def _new_user(
     expect(dialog.get_by_text(CONFIG["error"]["cannot_connect"])).to_be_visible()
     _expect_labelled(page, MANUAL, ["port", "baudrate", "protocol", "rs485_address"])
     shot("manual-step-after-an-error")
-    dialog.get_by_role("textbox").first.fill(balancer_thread.url)
+    dialog.get_by_role("textbox").first.fill(ui.thread.url)
     _submit(page)
-    title = f"Balancer {CELLS}S on {balancer_thread.url}"
+    title = f"Balancer {CELLS}S on {ui.thread.url}"
     # 2026.11 ends with "Name and assign" (the device name), older ones with
     # "Success!" (the entry title).
     finish = page.get_by_role("button", name=re.compile(r"^(Skip and finish|Finish)$"))
@@ -240,27 +251,36 @@ def _new_user(
     expect(dialog.get_by_text(f"Balancer {CELLS}S").first).to_be_visible()
     shot("added")
     finish.click()
-    entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
+    entries = ui.hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
     assert [(e["title"], e["state"]) for e in entries] == [(title, "loaded")]
-    entry_id = entries[0]["entry_id"]
+    return entries[0]["entry_id"], title
 
-    # --- the same balancer again, with another RS485 address: refused ----
-    _open_serial_flow(page, hass)
+
+def _refuse_the_same_balancer_again(ui: Ui, title: str) -> None:
+    """The same balancer again, with another RS485 address: refused."""
+    from playwright.sync_api import expect
+
+    page = ui.page
+    _open_serial_flow(page, ui.hass)
+    dialog = _dialog(page)
     # The RS485 address is the serial step's only number box.
     dialog.get_by_role("spinbutton").fill("2")
     _submit(page)
-    dialog.get_by_role("textbox").first.fill(balancer_thread.url)
+    dialog.get_by_role("textbox").first.fill(ui.thread.url)
     _submit(page)
     refusal = CONFIG["abort"]["port_in_use"].format(
-        title=title, port=balancer_thread.url, protocol="D2"
+        title=title, port=ui.thread.url, protocol="D2"
     )
     expect(dialog.get_by_text(refusal)).to_be_visible()
-    shot("refused")
+    ui.shot("refused")
     page.keyboard.press("Escape")
-    entries = hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
+    entries = ui.hass.get(f"/api/config/config_entries/entry?domain={DOMAIN}")
     assert len(entries) == 1
 
-    # An hour between polls: what follows a write below comes from the write.
+
+def _poll_hourly(ui: Ui, entry_id: str) -> None:
+    """An hour between polls: what follows a write later comes from the write."""
+    hass = ui.hass
     flow = hass.post("/api/config/config_entries/options/flow", {"handler": entry_id})
     hass.post(
         f"/api/config/config_entries/options/flow/{flow['flow_id']}",
@@ -270,8 +290,13 @@ def _new_user(
         "binary_sensor.balancer_16s_balancing", "on", timeout=60
     )  # reloaded
 
-    # --- the device page: cells in numeric order -------------------------
-    page.goto(f"{hass.url}/config/integrations/integration/{DOMAIN}")
+
+def _cells_in_numeric_order(ui: Ui) -> Locator:
+    """The device page lists the cells 01 to 16; its sensors card."""
+    from playwright.sync_api import expect
+
+    page = ui.page
+    page.goto(f"{ui.hass.url}/config/integrations/integration/{DOMAIN}")
     page.locator("a[href^='/config/devices/device/']").first.click()
     page.wait_for_url(re.compile(r"/config/devices/device/"))
     sensors = page.locator("ha-card").filter(has_text="Sensors").first
@@ -287,10 +312,13 @@ def _new_user(
     expect(entity_row(sensors, BALANCING_NAME)).to_contain_text("Running")
     expect(entity_row(sensors, CURRENT_NAME)).to_contain_text("1.00 A")
     page.set_viewport_size(TALL_VIEWPORT)  # type: ignore[arg-type]
-    shot("device-page")
+    ui.shot("device-page")
+    return sensors
 
-    # --- number names are not cut off ---------------------------------------
-    configuration = page.locator("ha-card").filter(has_text="Configuration").first
+
+def _number_names_fit(ui: Ui) -> Locator:
+    """No number's name is cut off; the device page's configuration card."""
+    configuration = ui.page.locator("ha-card").filter(has_text="Configuration").first
     rows = configuration.locator("hui-number-entity-row")
     assert rows.count() >= 3
     for index in range(rows.count()):
@@ -300,10 +328,17 @@ def _new_user(
             "e => e.scrollWidth > e.clientWidth + 1)"
         )
         assert not cut, info.inner_text()
+    return configuration
 
-    # --- the delta to 30 mV: balancing stops at once -----------------------
+
+def _delta_stops_balancing_at_once(
+    ui: Ui, sensors: Locator, configuration: Locator
+) -> None:
+    """The delta to 30 mV: balancing and current follow at once, not next poll."""
+    from playwright.sync_api import expect
+
     delta_row = configuration.locator("hui-number-entity-row").filter(
-        has=page.get_by_text(DELTA_NAME, exact=True)
+        has=ui.page.get_by_text(DELTA_NAME, exact=True)
     )
     box = delta_row.get_by_role("spinbutton")
     expect(box).to_have_value("20")
@@ -320,10 +355,15 @@ def _new_user(
     )
     expect(entity_row(sensors, CELLS_NAME)).to_contain_text(NO_CELLS)
     assert time.monotonic() - started < FOLLOWS_WITHIN_S
-    shot("after-the-delta")
-    page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
+    ui.shot("after-the-delta")
+    ui.page.set_viewport_size(VIEWPORT)  # type: ignore[arg-type]
 
-    # --- a cell's history graph ----------------------------------------------
+
+def _cell_history(ui: Ui, sensors: Locator) -> None:
+    """A cell's more-info dialog leads to the history graph of its states."""
+    from playwright.sync_api import expect
+
+    page = ui.page
     entity_row(sensors, CELL_NAME.format(cell="01")).get_by_text(
         CELL_NAME.format(cell="01"), exact=True
     ).click()
@@ -339,4 +379,4 @@ def _new_user(
     expect(chart.first.locator("canvas, svg").first).to_be_visible()
     expect(page.get_by_text("No state history found")).to_have_count(0)
     page.wait_for_timeout(1000)  # let the chart draw (screenshot only)
-    shot("cell-history")
+    ui.shot("cell-history")

@@ -30,7 +30,7 @@ from custom_components.active_balancer.const import (
     DOMAIN,
     TRANSPORT_SERIAL,
 )
-from custom_components.active_balancer.protocol import Bus, Chemistry
+from custom_components.active_balancer.protocol import Chemistry, Timings
 
 
 @pytest.fixture
@@ -39,26 +39,13 @@ def integration(enable_custom_integrations: None) -> None:
 
 
 @pytest.fixture
-def fast_bus(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short timeouts for buses the integration creates itself."""
-    from custom_components.active_balancer.protocol import link, serial
+def timings() -> Timings:
+    """Short waits for the buses the integration creates (``short_timings``).
 
-    original_serial = serial.SerialLink.__init__
-
-    def serial_init(self: serial.SerialLink, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("base_timeout", 0.1)
-        original_serial(self, *args, **kwargs)
-        self.byte_time = min(self.byte_time, 1e-4)  # a loopback line is fast
-
-    monkeypatch.setattr(serial.SerialLink, "__init__", serial_init)
-    original_bus = link.Bus.__init__
-
-    def bus_init(self: Bus, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("settle", 0.01)
-        kwargs.setdefault("late_window", 0.2)
-        original_bus(self, *args, **kwargs)
-
-    monkeypatch.setattr(link.Bus, "__init__", bus_init)
+    A loopback line carries bytes at once, hence the short byte time; late
+    answers are awaited a little longer than in the component tests.
+    """
+    return Timings(serial_timeout=0.1, settle=0.01, late_window=0.2, byte_time=1e-4)
 
 
 @pytest.fixture
@@ -89,7 +76,7 @@ def serial_data(url: str, variant: str = "d2", address: int = 1) -> dict[str, An
 
 @pytest.fixture
 async def entry(
-    hass: HomeAssistant, integration: None, fast_bus: None, server: VirtualServer
+    hass: HomeAssistant, integration: None, short_timings: None, server: VirtualServer
 ) -> AsyncIterator[MockConfigEntry]:
     """A set-up config entry for the served balancer; unloaded at the end."""
     entry = MockConfigEntry(

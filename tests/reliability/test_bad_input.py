@@ -172,7 +172,7 @@ class Bms(VirtualBalancer):
 
 
 async def test_port_that_does_not_exist(
-    hass: HomeAssistant, integration: None, fast_bus: None
+    hass: HomeAssistant, integration: None, short_timings: None
 ) -> None:
     """A device path nobody has: cannot_connect, nothing created."""
     result = await typed_port(hass, "/dev/serial/by-id/usb-no-such-adapter-if00")
@@ -180,7 +180,7 @@ async def test_port_that_does_not_exist(
 
 
 async def test_port_that_echoes(
-    hass: HomeAssistant, integration: None, fast_bus: None, peer
+    hass: HomeAssistant, integration: None, short_timings: None, peer
 ) -> None:
     """A port that echoes every byte (a loop-back plug, TX tied to RX)."""
     echo = peer(lambda data: data)
@@ -191,7 +191,7 @@ async def test_port_that_echoes(
 
 
 async def test_port_that_sends_random_bytes(
-    hass: HomeAssistant, integration: None, fast_bus: None, peer
+    hass: HomeAssistant, integration: None, short_timings: None, peer
 ) -> None:
     """A port with line noise: random bytes (start bytes among them) to every request."""
     rng = random.Random(7)
@@ -207,7 +207,7 @@ async def test_port_that_sends_random_bytes(
 
 
 async def test_port_that_sends_random_bytes_unasked(
-    hass: HomeAssistant, integration: None, fast_bus: None
+    hass: HomeAssistant, integration: None, short_timings: None
 ) -> None:
     """A TCP gateway that streams random bytes whatever it is asked."""
     rng = random.Random(11)
@@ -243,7 +243,7 @@ async def test_port_that_sends_random_bytes_unasked(
 
 
 async def test_bms_is_not_a_balancer(
-    hass: HomeAssistant, integration: None, fast_bus: None
+    hass: HomeAssistant, integration: None, short_timings: None
 ) -> None:
     """A BMS answers valid D2 frames, but its cell count makes no balancer."""
     bms = Bms(16, variants=(Variant.D2,))
@@ -256,7 +256,7 @@ async def test_bms_is_not_a_balancer(
 
 
 async def test_wrong_rs485_address(
-    hass: HomeAssistant, integration: None, fast_bus: None
+    hass: HomeAssistant, integration: None, short_timings: None
 ) -> None:
     """Board 1 on the bus, board 3 typed in: no answer, and it says to check."""
     balancer = VirtualBalancer(16, variants=(Variant.P81,), address=1)
@@ -283,7 +283,7 @@ async def test_wrong_rs485_address(
 async def test_malformed_url(
     hass: HomeAssistant,
     integration: None,
-    fast_bus: None,
+    short_timings: None,
     server: VirtualServer,
     port: str,
 ) -> None:

@@ -15,20 +15,13 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
-from collections.abc import Iterator
 import contextlib
 import io
 import json
 from pathlib import Path
 import re
-import time
-from unittest.mock import PropertyMock, patch
 
-from bleak.backends.scanner import AdvertisementData
-from homeassistant.components.bluetooth import (
-    BluetoothServiceInfoBleak,
-    async_get_advertisement_callback,
-)
+from homeassistant.components.bluetooth import async_get_advertisement_callback
 from homeassistant.const import CONF_ADDRESS
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
@@ -43,7 +36,6 @@ from balancer_tools.simulator import (
     TcpServer,
     VirtualBalancer,
     fake_connector,
-    fake_device,
     loopback_host,
     serve_tcp,
 )
@@ -74,6 +66,7 @@ from custom_components.active_balancer.protocol.registers import (
 from custom_components.active_balancer.protocol.rules import RULES
 from custom_components.active_balancer.protocol.serial import SerialLink
 from tests.e2e.http_config import http_yaml, write_http_store
+from tests.helpers import BLE_ADDRESS, BLE_NAME, ble_service_info
 
 from .conftest import serial_data
 
@@ -83,17 +76,6 @@ ALLOWED = {
     variant: {reg.register for reg in table.writable().values()}
     for variant, table in MODBUS_TABLES.items()
 }
-
-
-@pytest.fixture
-def all_entities_enabled() -> Iterator[None]:
-    """Create every entity enabled, also those disabled by default."""
-    with patch(
-        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
-        return_value=True,
-        new_callable=PropertyMock,
-    ):
-        yield
 
 
 # --- no arbitrary register ------------------------------------------------------
@@ -111,7 +93,7 @@ async def test_no_service_of_the_domain(
 
 async def test_every_entity_writes_only_its_allowed_setting(
     hass: HomeAssistant,
-    all_entities_enabled: None,
+    entity_registry_enabled_by_default: None,
     entry: MockConfigEntry,
     balancer: VirtualBalancer,
 ) -> None:
@@ -293,7 +275,7 @@ def leaks(dump: str, *secrets: str) -> list[str]:
 
 
 async def test_diagnostics_redact_port_and_serial_number(
-    hass: HomeAssistant, integration: None, fast_bus: None
+    hass: HomeAssistant, integration: None, short_timings: None
 ) -> None:
     """The URL, host and serial number appear nowhere, not even in hex frames."""
     balancer = WithSerialNumber(16)
@@ -322,37 +304,6 @@ async def test_diagnostics_redact_port_and_serial_number(
         await server.close()
 
 
-BLE_ADDRESS = "DA:17:BA:1A:0C:E5"
-BLE_NAME = "DL-DA17BA1A0CE5"
-
-
-def advertisement() -> BluetoothServiceInfoBleak:
-    """The balancer's dongle advertising."""
-    device = fake_device(BLE_ADDRESS, BLE_NAME)
-    return BluetoothServiceInfoBleak(
-        name=BLE_NAME,
-        address=BLE_ADDRESS,
-        rssi=-60,
-        manufacturer_data={},
-        service_data={},
-        service_uuids=[],
-        source="local",
-        device=device,
-        advertisement=AdvertisementData(
-            local_name=BLE_NAME,
-            manufacturer_data={},
-            service_data={},
-            service_uuids=[],
-            tx_power=-127,
-            rssi=-60,
-            platform_data=(),
-        ),
-        connectable=True,
-        time=time.monotonic(),
-        tx_power=None,
-    )
-
-
 async def test_diagnostics_redact_bluetooth_address(
     hass: HomeAssistant,
     integration: None,
@@ -365,7 +316,7 @@ async def test_diagnostics_redact_bluetooth_address(
     balancer = VirtualBalancer(16, ble=True)
     connector: FakeConnector = fake_connector(balancer)
     monkeypatch.setattr(ble, "establish_connection", connector)
-    async_get_advertisement_callback(hass)(advertisement())
+    async_get_advertisement_callback(hass)(ble_service_info())
     entry = MockConfigEntry(
         domain=DOMAIN,
         title=BLE_NAME,

@@ -31,8 +31,10 @@ from .model import (
     Snapshot,
     Variant,
 )
+from .timings import DEFAULT_TIMINGS, Timings
 
 __all__ = [
+    "DEFAULT_TIMINGS",
     "Alarm",
     "Alarms",
     "BalancerClient",
@@ -55,6 +57,7 @@ __all__ = [
     "SettingValue",
     "Settings",
     "Snapshot",
+    "Timings",
     "UnexpectedReply",
     "Variant",
     "WriteNotConfirmed",

@@ -19,6 +19,7 @@ from bleak_retry_connector import BleakClientWithServiceCache, establish_connect
 
 from .errors import ConnectionFailed
 from .link import DataCallback, LinkKind, LostCallback
+from .timings import DEFAULT_TIMINGS, Timings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -63,12 +64,20 @@ class BleLink:
         self,
         device: BLEDevice,
         *,
-        base_timeout: float = 1.0,
+        base_timeout: float | None = None,
         connector: Connector | None = None,
+        timings: Timings = DEFAULT_TIMINGS,
     ) -> None:
-        """Create a link to *device*."""
+        """Create a link to *device*.
+
+        *base_timeout* defaults to the Bluetooth timeout of *timings*.
+        """
         self._device = device
-        self.base_timeout = base_timeout
+        self.base_timeout = (
+            timings.ble_timeout if base_timeout is None else base_timeout
+        )
+        if timings.byte_time is not None:
+            self.byte_time = timings.byte_time
         self._connector: Connector = connector or establish_connection
         self._client: GattClient | None = None
 

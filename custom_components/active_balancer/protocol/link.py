@@ -21,6 +21,7 @@ from .errors import (
     NotSupported,
 )
 from .frames import Frame, FrameReassembler, ModbusFrame
+from .timings import DEFAULT_TIMINGS, Timings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -117,16 +118,20 @@ class Bus:
         link: ByteLink,
         *,
         retries: int = 2,
-        settle: float = 0.1,
+        settle: float | None = None,
         keep_open: bool = True,
-        late_window: float = 2.0,
+        late_window: float | None = None,
+        timings: Timings = DEFAULT_TIMINGS,
     ) -> None:
-        """Create a bus over *link*."""
+        """Create a bus over *link*.
+
+        *settle* and *late_window* default to those of *timings*.
+        """
         self.link = link
         self.retries = retries
-        self.settle = settle
+        self.settle = timings.settle if settle is None else settle
         self.keep_open = keep_open
-        self.late_window = late_window
+        self.late_window = timings.late_window if late_window is None else late_window
         self.lock = asyncio.Lock()
         self.stats = LinkStats()
         self.history: deque[tuple[str, str]] = deque(maxlen=16)

@@ -10,6 +10,7 @@ import serialx
 
 from .errors import ConnectionFailed
 from .link import DataCallback, LinkKind, LostCallback
+from .timings import DEFAULT_TIMINGS, Timings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,13 +84,21 @@ class SerialLink:
         port: str,
         baudrate: int = DEFAULT_BAUDRATE,
         *,
-        base_timeout: float = 0.5,
+        base_timeout: float | None = None,
+        timings: Timings = DEFAULT_TIMINGS,
     ) -> None:
-        """Create a link to *port* (a device path or a URL)."""
+        """Create a link to *port* (a device path or a URL).
+
+        *base_timeout* defaults to the serial timeout of *timings*.
+        """
         self.port = check_port(port)
         self.baudrate = baudrate
-        self.byte_time = 10 / baudrate
-        self.base_timeout = base_timeout
+        self.byte_time = (
+            10 / baudrate if timings.byte_time is None else timings.byte_time
+        )
+        self.base_timeout = (
+            timings.serial_timeout if base_timeout is None else base_timeout
+        )
         self._transport: serialx.BaseSerialTransport | None = None
 
     @property
