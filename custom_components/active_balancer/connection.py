@@ -14,14 +14,12 @@ from homeassistant.util.hass_dict import HassKey
 from .const import (
     CONF_BAUDRATE,
     CONF_PORT,
-    CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
     CONF_TRANSPORT,
     CONF_VARIANT,
     DEFAULT_BAUDRATE,
     DEFAULT_RS485_ADDRESS,
     DOMAIN,
-    PROTOCOL_AUTO,
     TRANSPORT_BLE,
 )
 from .protocol import BalancerClient, Bus, BusRegistry, ConnectionFailed, Variant
@@ -41,9 +39,9 @@ class Connection:
 
 
 def configured_variant(data: Mapping[str, Any]) -> Variant | None:
-    """The variant to use: detected earlier, chosen by the user, or None."""
-    variant = data.get(CONF_VARIANT) or data.get(CONF_PROTOCOL, PROTOCOL_AUTO)
-    return None if variant == PROTOCOL_AUTO else Variant(variant)
+    """The variant to use (detected, or forced in the flow); None detects it."""
+    variant = data.get(CONF_VARIANT)
+    return None if variant is None else Variant(variant)
 
 
 def create_connection(
