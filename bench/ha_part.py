@@ -49,7 +49,6 @@ from balancer_tools.simulator import (
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
-    CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
     CONF_TRANSPORT,
     CONF_VARIANT,
@@ -211,7 +210,6 @@ def _serial_entry(
             CONF_TRANSPORT: TRANSPORT_SERIAL,
             CONF_PORT: url,
             CONF_BAUDRATE: baudrate,
-            CONF_PROTOCOL: "auto",
             CONF_RS485_ADDRESS: 1,
             CONF_VARIANT: "d2",
         },
@@ -431,7 +429,6 @@ def _ble_entries(addresses: Sequence[str]) -> list[MockConfigEntry]:
             data={
                 CONF_TRANSPORT: TRANSPORT_BLE,
                 CONF_ADDRESS: address,
-                CONF_PROTOCOL: "auto",
                 CONF_VARIANT: "d2",
             },
             unique_id=address,

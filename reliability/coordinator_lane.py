@@ -27,7 +27,6 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, flush_
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
-    CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
     CONF_TRANSPORT,
     CONF_VARIANT,
@@ -67,7 +66,6 @@ async def test_coordinator_lane(hass: HomeAssistant, report_path: Path) -> None:
                 CONF_TRANSPORT: TRANSPORT_SERIAL,
                 CONF_PORT: server.url,
                 CONF_BAUDRATE: 9600,
-                CONF_PROTOCOL: "auto",
                 CONF_RS485_ADDRESS: 1,
                 CONF_VARIANT: "d2",
             },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from homeassistant import config_entries
+from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryNotReady
@@ -11,7 +12,7 @@ from homeassistant.helpers.typing import ConfigType
 
 from .card import async_register_card
 from .connection import create_connection
-from .const import DOMAIN
+from .const import CONF_PROTOCOL, CONF_VARIANT, DOMAIN, PROTOCOL_AUTO
 from .coordinator import BalancerConfigEntry, BalancerCoordinator
 from .protocol import ConnectionFailed
 
@@ -58,6 +59,23 @@ async def async_setup_entry(hass: HomeAssistant, entry: BalancerConfigEntry) -> 
         entry.async_on_unload(entry.add_update_listener(_async_options_updated))
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_migrate_entry(hass: HomeAssistant, entry: ConfigEntry) -> bool:
+    """Bring an entry of an earlier version to the current one.
+
+    1.1 → 1.2: the user's protocol choice (``protocol``) and the detected
+    variant (``variant``) become the one key ``variant``. The detected one
+    wins; a forced protocol without a detected one is kept; "automatic" alone
+    leaves no key, so the variant is detected at set-up as before.
+    """
+    if entry.minor_version < 2:  # noqa: PLR2004 - before 1.2
+        data = dict(entry.data)
+        chosen = data.pop(CONF_PROTOCOL, PROTOCOL_AUTO)
+        if data.get(CONF_VARIANT) is None and chosen != PROTOCOL_AUTO:
+            data[CONF_VARIANT] = chosen
+        hass.config_entries.async_update_entry(entry, data=data, minor_version=2)
     return True
 
 

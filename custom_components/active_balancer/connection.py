@@ -15,7 +15,6 @@ from .const import (
     CONF_BAUDRATE,
     CONF_KEEP_CONNECTED,
     CONF_PORT,
-    CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
     CONF_SETTINGS_EVERY,
     CONF_TRANSPORT,
@@ -25,7 +24,6 @@ from .const import (
     DEFAULT_RS485_ADDRESS,
     DEFAULT_SETTINGS_EVERY,
     DOMAIN,
-    PROTOCOL_AUTO,
     TRANSPORT_BLE,
 )
 from .protocol import (
@@ -55,9 +53,9 @@ class Connection:
 
 
 def configured_variant(data: Mapping[str, Any]) -> Variant | None:
-    """The variant to use: detected earlier, chosen by the user, or None."""
-    variant = data.get(CONF_VARIANT) or data.get(CONF_PROTOCOL, PROTOCOL_AUTO)
-    return None if variant == PROTOCOL_AUTO else Variant(variant)
+    """The variant to use (detected, or forced in the flow); None detects it."""
+    variant = data.get(CONF_VARIANT)
+    return None if variant is None else Variant(variant)
 
 
 def create_connection(

@@ -10,9 +10,13 @@ CONF_TRANSPORT: Final = "transport"
 CONF_PORT: Final = "port"
 CONF_BAUDRATE: Final = "baudrate"
 CONF_PROTOCOL: Final = "protocol"
+"""The flow's protocol field (automatic, D2, p81, A5); never stored since 1.2."""
 CONF_RS485_ADDRESS: Final = "rs485_address"
 CONF_VARIANT: Final = "variant"
-"""The variant detected when the entry was created (skips detection later)."""
+"""The one stored protocol key: the variant the flow's probe found (d2, p81, a5).
+
+It skips detection at set-up. Entries of version 1.1 also stored the user's
+choice under ``protocol``; ``async_migrate_entry`` folds it into this key."""
 
 CONF_POLL_INTERVAL: Final = "poll_interval"
 CONF_KEEP_CONNECTED: Final = "keep_connected"

@@ -33,7 +33,6 @@ from balancer_tools.simulator import (
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
-    CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
     CONF_TRANSPORT,
     CONF_VARIANT,
@@ -84,7 +83,6 @@ def serial_entry_data(
         CONF_TRANSPORT: TRANSPORT_SERIAL,
         CONF_PORT: url,
         CONF_BAUDRATE: 9600,
-        CONF_PROTOCOL: "auto",
         CONF_RS485_ADDRESS: address,
         CONF_VARIANT: variant,
     }
@@ -157,7 +155,6 @@ def ble_entry(
         data={
             CONF_TRANSPORT: TRANSPORT_BLE,
             CONF_ADDRESS: BLE_ADDRESS,
-            CONF_PROTOCOL: "auto",
             CONF_VARIANT: "d2",
         },
         unique_id=BLE_ADDRESS,

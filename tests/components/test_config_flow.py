@@ -371,11 +371,11 @@ async def test_serial_manual_url_creates_entry(
     result = await submit(hass, result, port=f"  {server.url} ")
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == f"Balancer 16S on {server.url}"
+    # One protocol key: the variant "automatic" found.
     assert result["data"] == {
         CONF_TRANSPORT: TRANSPORT_SERIAL,
         CONF_PORT: server.url,
         CONF_BAUDRATE: 9600,
-        CONF_PROTOCOL: "auto",
         CONF_RS485_ADDRESS: 1,
         CONF_VARIANT: "d2",
     }
@@ -420,8 +420,8 @@ async def test_serial_listed_port_creates_entry(
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["title"] == f"Balancer 16S on {pty.path}"
     assert result["data"][CONF_PORT] == pty.path
-    assert result["data"][CONF_PROTOCOL] == "d2"
     assert result["data"][CONF_VARIANT] == "d2"
+    assert CONF_PROTOCOL not in result["data"]
     assert result["result"].unique_id is None
 
 
@@ -1200,7 +1200,8 @@ async def test_reconfigure_to_new_url(
     assert result["errors"] == {}
     assert suggested(result, CONF_PORT) == server.url
     assert suggested(result, CONF_BAUDRATE) == "9600"
-    assert suggested(result, CONF_PROTOCOL) == "auto"
+    # The protocol the entry was detected with.
+    assert suggested(result, CONF_PROTOCOL) == "d2"
     assert suggested(result, CONF_RS485_ADDRESS) == 1
 
     async with await serve_tcp(VirtualBalancer(16)) as other:
@@ -1224,10 +1225,11 @@ async def test_reconfigure_same_port_other_settings(
     """The entry's own port does not count as taken."""
     await setup_entry(hass, entry)
     result = await entry.start_reconfigure_flow(hass)
-    result = await submit(hass, result, port=server.url, **LINE | {"protocol": "d2"})
+    line = LINE | {CONF_PROTOCOL: "d2", CONF_BAUDRATE: "19200"}
+    result = await submit(hass, result, port=server.url, **line)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "reconfigure_successful"
-    assert entry.data[CONF_PROTOCOL] == "d2"
+    assert entry.data == serial_entry_data(server.url) | {CONF_BAUDRATE: 19200}
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
 

@@ -31,7 +31,6 @@ from balancer_tools.simulator import (
 )
 from custom_components.active_balancer.const import (
     CONF_KEEP_CONNECTED,
-    CONF_PROTOCOL,
     CONF_TRANSPORT,
     DOMAIN,
     TRANSPORT_BLE,
@@ -313,7 +312,6 @@ async def test_ble_device_out_of_range(
         data={
             CONF_TRANSPORT: TRANSPORT_BLE,
             CONF_ADDRESS: BLE_ADDRESS,
-            CONF_PROTOCOL: "auto",
         },
         unique_id=BLE_ADDRESS,
     )

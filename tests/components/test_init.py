@@ -21,9 +21,12 @@ from balancer_tools.simulator import (
 from custom_components.active_balancer.connection import BUSES
 from custom_components.active_balancer.const import (
     CONF_POLL_INTERVAL,
+    CONF_PROTOCOL,
     CONF_SETTINGS_EVERY,
+    CONF_VARIANT,
     DOMAIN,
 )
+from custom_components.active_balancer.protocol import Variant
 
 from .conftest import async_next_poll, serial_entry_data, setup_entry
 
@@ -48,6 +51,59 @@ async def test_setup_and_unload(
     assert float(state.state) == balancer.cell_voltages[0]
     assert await hass.config_entries.async_unload(entry.entry_id)
     assert entry.state is ConfigEntryState.NOT_LOADED
+
+
+@pytest.mark.parametrize(
+    ("old", "variant"),
+    [
+        pytest.param({CONF_PROTOCOL: "auto", CONF_VARIANT: "d2"}, "d2", id="detected"),
+        pytest.param({CONF_PROTOCOL: "d2", CONF_VARIANT: "d2"}, "d2", id="forced"),
+        pytest.param({CONF_PROTOCOL: "d2"}, "d2", id="forced-not-detected"),
+        pytest.param({CONF_PROTOCOL: "auto"}, None, id="automatic-not-detected"),
+    ],
+)
+async def test_entry_of_version_1_1_is_migrated(
+    hass: HomeAssistant,
+    server: VirtualServer,
+    old: dict[str, str],
+    variant: str | None,
+) -> None:
+    """An entry with both protocol keys loads, and keeps only the variant."""
+    new = serial_entry_data(server.url)
+    del new[CONF_VARIANT]
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        title="Balancer 16S",
+        data=new | old,
+        unique_id="virtual-1",
+        version=1,
+        minor_version=1,
+    )
+    entry.add_to_hass(hass)
+    await setup_entry(hass, entry)
+    assert entry.state is ConfigEntryState.LOADED
+    assert (entry.version, entry.minor_version) == (1, 2)
+    assert entry.data == new | ({CONF_VARIANT: variant} if variant else {})
+    # Without a stored variant it was detected, as version 1.1 did.
+    assert entry.runtime_data.client.variant is Variant.D2
+    assert hass.states.get("sensor.balancer_16s_cell_01_voltage") is not None
+
+
+async def test_entry_of_a_newer_minor_version_loads(
+    hass: HomeAssistant, server: VirtualServer
+) -> None:
+    """After a downgrade, an entry of a later 1.x version loads unchanged."""
+    entry = MockConfigEntry(
+        domain=DOMAIN,
+        data=serial_entry_data(server.url),
+        version=1,
+        minor_version=3,
+    )
+    entry.add_to_hass(hass)
+    await setup_entry(hass, entry)
+    assert entry.state is ConfigEntryState.LOADED
+    assert entry.minor_version == 3
+    assert entry.data == serial_entry_data(server.url)
 
 
 async def test_device(

@@ -233,6 +233,24 @@ def test_negative_vector_does_not_hide_next_frame() -> None:
     assert reassembler.rejected == 1
 
 
+@pytest.mark.parametrize(
+    ("header", "replies"),
+    [
+        pytest.param("d20303", True, id="read-reply-odd-byte-count"),
+        pytest.param("d203fc", True, id="read-reply-over-125-registers"),
+        pytest.param("d2100000000000", False, id="write-request-no-registers"),
+        pytest.param("d210000000ff", False, id="write-request-over-125-registers"),
+    ],
+)
+def test_impossible_length_is_skipped(header: str, replies: bool) -> None:
+    """A header no balancer sends is dropped; the good frame after it comes out."""
+    good = bytes.fromhex(cap.D2_ECHO_ON if replies else cap.D2_REQUESTS["status"])
+    reassembler = FrameReassembler(Variant.D2, replies=replies)
+    assert _raw(reassembler.feed(bytes.fromhex(header) + good)) == [good]
+    assert reassembler.rejected == 0
+    assert reassembler.pending == 0
+
+
 def test_p81_probe_pair() -> None:
     """The p81 FC10 probe and the balancer's 51 10 reply (S1)."""
     request = bytes.fromhex(cap.P81_PROBE_REQUEST)

@@ -23,7 +23,6 @@ from balancer_tools.simulator import (
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
-    CONF_PROTOCOL,
     CONF_RS485_ADDRESS,
     CONF_TRANSPORT,
     CONF_VARIANT,
@@ -68,7 +67,6 @@ def serial_data(url: str, variant: str = "d2", address: int = 1) -> dict[str, An
         CONF_TRANSPORT: TRANSPORT_SERIAL,
         CONF_PORT: url,
         CONF_BAUDRATE: 9600,
-        CONF_PROTOCOL: "auto",
         CONF_RS485_ADDRESS: address,
         CONF_VARIANT: variant,
     }

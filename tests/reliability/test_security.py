@@ -40,7 +40,6 @@ from balancer_tools.simulator import (
     serve_tcp,
 )
 from custom_components.active_balancer.const import (
-    CONF_PROTOCOL,
     CONF_TRANSPORT,
     CONF_VARIANT,
     DOMAIN,
@@ -323,7 +322,6 @@ async def test_diagnostics_redact_bluetooth_address(
         data={
             CONF_TRANSPORT: TRANSPORT_BLE,
             CONF_ADDRESS: BLE_ADDRESS,
-            CONF_PROTOCOL: "auto",
             CONF_VARIANT: "d2",
         },
         unique_id=BLE_ADDRESS,

@@ -191,38 +191,21 @@ class FrameReassembler:
     def _frame_length(self, buf: bytearray) -> int | None:
         """Length of the frame at the start of *buf*; None = need more, -1 = bad."""
         if self._variant_of_start[buf[0]] is Variant.A5:
-            if len(buf) < 4:  # noqa: PLR2004
-                return None
-            expected = (A5_REPLY_ADDRESS,) if self.replies else A5_HOST_ADDRESSES
-            if buf[1] not in expected or buf[3] != A5_DATA_LENGTH:
-                return -1
-            return A5_LENGTH
+            return self._a5_length(buf)
         if len(buf) < 2:  # noqa: PLR2004
             return None
-        function = buf[1]
         if self.replies:
-            if function & FC_ERROR_FLAG:
-                return 5
-            if function == FC_READ:
-                if len(buf) < 3:  # noqa: PLR2004
-                    return None
-                count = buf[2]
-                if count % 2 or count > 2 * MAX_READ_REGISTERS:
-                    return -1
-                return 5 + count
-            if function in (FC_WRITE_SINGLE, FC_WRITE_MULTIPLE):
-                return 8
+            return _modbus_reply_length(buf)
+        return _modbus_request_length(buf)
+
+    def _a5_length(self, buf: bytearray) -> int | None:
+        """Length of the A5 frame at the start of *buf* (always 13 when valid)."""
+        if len(buf) < 4:  # noqa: PLR2004
+            return None
+        expected = (A5_REPLY_ADDRESS,) if self.replies else A5_HOST_ADDRESSES
+        if buf[1] not in expected or buf[3] != A5_DATA_LENGTH:
             return -1
-        if function in (FC_READ, FC_WRITE_SINGLE):
-            return 8
-        if function == FC_WRITE_MULTIPLE:
-            if len(buf) < 6:  # noqa: PLR2004
-                return None
-            count = int.from_bytes(buf[4:6], "big")
-            if not 1 <= count <= MAX_READ_REGISTERS:
-                return -1
-            return 8 + 2 * count
-        return -1
+        return A5_LENGTH
 
     def _checksum_ok(self, raw: bytes) -> bool:
         if self._variant_of_start[raw[0]] is Variant.A5:
@@ -233,6 +216,38 @@ class FrameReassembler:
         if self._variant_of_start[raw[0]] is Variant.A5:
             return A5Frame(address=raw[1], command=raw[2], data=raw[4:12], raw=raw)
         return ModbusFrame(address=raw[0], function=raw[1], body=raw[2:-2], raw=raw)
+
+
+def _modbus_reply_length(buf: bytearray) -> int | None:
+    """Length of the D2/p81 reply at the start of *buf* (function code known)."""
+    function = buf[1]
+    if function & FC_ERROR_FLAG:
+        return 5
+    if function in (FC_WRITE_SINGLE, FC_WRITE_MULTIPLE):
+        return 8
+    if function != FC_READ:
+        return -1
+    if len(buf) < 3:  # noqa: PLR2004
+        return None
+    count = buf[2]
+    if count % 2 or count > 2 * MAX_READ_REGISTERS:
+        return -1
+    return 5 + count
+
+
+def _modbus_request_length(buf: bytearray) -> int | None:
+    """Length of the D2/p81 request at the start of *buf* (function code known)."""
+    function = buf[1]
+    if function in (FC_READ, FC_WRITE_SINGLE):
+        return 8
+    if function != FC_WRITE_MULTIPLE:
+        return -1
+    if len(buf) < 6:  # noqa: PLR2004
+        return None
+    count = int.from_bytes(buf[4:6], "big")
+    if not 1 <= count <= MAX_READ_REGISTERS:
+        return -1
+    return 8 + 2 * count
 
 
 def _default_addresses(variant: Variant, *, replies: bool) -> tuple[int, ...]:
