@@ -28,7 +28,7 @@ from balancer_tools.simulator import (
     serve_pty,
     serve_tcp,
 )
-from custom_components.active_balancer.protocol import ble as ble_module
+from custom_components.active_balancer.protocol import ble as ble_module, codec
 from custom_components.active_balancer.protocol.client import BalancerClient
 from custom_components.active_balancer.protocol.errors import (
     BalancerTimeout,
@@ -44,7 +44,10 @@ from custom_components.active_balancer.protocol.model import (
     Settings,
     Variant,
 )
+from custom_components.active_balancer.protocol.registers import Block
 from custom_components.active_balancer.protocol.serial import SerialLink
+
+from .pieces import on_chunk_boundaries, tcp_pieces
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "custom_components" / "active_balancer"
@@ -666,6 +669,12 @@ async def test_simulate_in_process(
         assert data["device"]["address"] == 2
         assert data["cell_count"] == 4
         assert data["delta_cell_voltage"] == pytest.approx(0.020, abs=0.002)
+        # --fault-chunk-size 5: the reply comes in 5-byte pieces on TCP too.
+        request = codec.read_request(Variant.P81, 2, Block(0x100, 8)).frame
+        pieces = await tcp_pieces(int(url.rsplit(":", 1)[1]), request, 21)
+        assert len(pieces) > 1
+        assert on_chunk_boundaries(pieces, 5)
+        assert b"".join(pieces)[:3] == bytes((0x52, 0x03, 16))
         code = await cli.async_main(
             [
                 "set",
