@@ -17,7 +17,7 @@ from .errors import (
     UnexpectedReply,
     WriteNotConfirmed,
 )
-from .link import Bus, BusRegistry, ByteLink, LinkKind
+from .link import Bus, BusRegistry, ByteLink, FrameObserver, LinkKind
 from .model import (
     Alarm,
     Alarms,
@@ -42,6 +42,7 @@ __all__ = [
     "Chemistry",
     "ConnectionFailed",
     "DeviceInfo",
+    "FrameObserver",
     "LinkKind",
     "NotSupported",
     "OutOfRange",
