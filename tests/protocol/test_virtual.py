@@ -910,6 +910,29 @@ async def test_tcp_server_reconnect_and_disconnect_fault() -> None:
     await server.close()  # closing twice is fine
 
 
+async def test_tcp_server_forgets_closed_connections() -> None:
+    """A long run lets the gateway forget the connections the host closed."""
+    vb = VirtualBalancer()
+    async with await serve_tcp(vb) as server:
+        clean = clean_reply()
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert await exchange(reader, writer, REQUEST, len(clean)) == clean
+            writer.close()
+            await writer.wait_closed()
+        await eventually(lambda: server.connections == 0)
+        assert await server.forget_closed() == 3
+        assert await server.forget_closed() == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await exchange(reader, writer, REQUEST, len(clean)) == clean
+        assert await server.forget_closed() == 0  # an open one stays
+        writer.close()
+        await writer.wait_closed()
+    pty = await serve_pty(vb)
+    assert await pty.forget_closed() == 0  # one line, never closed by the host
+    await pty.close()
+
+
 async def test_tcp_server_close_drops_clients_and_pending_replies() -> None:
     vb = VirtualBalancer(faults=Faults(delay=1.0, delay_seconds=30))
     server = await serve_tcp([vb], baudrate=9600, turnaround=0.01)
