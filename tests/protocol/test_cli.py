@@ -837,6 +837,54 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> No
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["read", "--port", "/dev/x", "--address", "0x10"],
+            "the RS485 board number must be 1..15, not '0x10'",
+        ),
+        (
+            ["read", "--port", "/dev/x", "--timeout", "inf"],
+            "expected a positive number, not 'inf'",
+        ),
+        (["read", "--port", "/dev/x", "--timeout", "0"], "positive number, not '0'"),
+        (
+            ["simulate", "--turnaround", "nan"],
+            "expected a number of at least 0, not 'nan'",
+        ),
+        (
+            ["simulate", "--fault-corrupt", "-0.1"],
+            "a fault rate is between 0 and 1, not '-0.1'",
+        ),
+        (
+            ["watch", "--port", "/dev/x", "--count", "2.5"],
+            "expected a whole number of at least 1, not '2.5'",
+        ),
+        (
+            ["simulate", "--tcp", "-1"],
+            "a TCP port is 0..65535 (0 = any free port), not '-1'",
+        ),
+        (["simulate", "--cells", "0"], "expected a whole number of at least 1"),
+        (
+            ["simulate", "--cells", "33"],
+            "the simulator handles 1..32 cells (D2 has 32 cell registers), not '33'",
+        ),
+        (
+            ["simulate", "--ignore-command", "0x100"],
+            "an A5 command is 0x00..0xFF, not '0x100'",
+        ),
+    ],
+)
+def test_number_arguments_say_what_they_take(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """A number out of range or not a number: the message names the range."""
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert message in err
+
+
 async def test_async_main_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """``async_main`` reports usage errors like ``main``."""
     assert await cli.async_main(["frobnicate"]) == 2
