@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+import math
 import re
 from typing import Any
 
@@ -88,81 +90,69 @@ def parse_setting_value(setting: Setting, text: str) -> float | bool:
     return round(number * factors[suffix], 9)
 
 
-def _board_number(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 15:  # noqa: PLR2004
-        msg = f"the RS485 board number must be 1..15, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def ranged[N: (int, float)](
+    parse: Callable[[str], N],
+    message: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    exclusive_minimum: bool = False,
+) -> Callable[[str], N]:
+    """An argparse ``type``: *parse* the text, then check it lies in the range.
+
+    *minimum* and *maximum* are inclusive (*minimum* exclusive with
+    *exclusive_minimum*); ``None`` is no limit, and infinity and NaN never
+    pass. *message* is the error for text that does not parse or lies
+    outside, with ``{text!r}`` for what was typed. An
+    :class:`argparse.ArgumentTypeError` from *parse* passes through as is.
+    """
+
+    def check(text: str) -> N:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not _within(value, minimum, maximum, exclusive_minimum):
+            raise argparse.ArgumentTypeError(message.format(text=text))
+        return value
+
+    return check
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        msg = f"expected a positive number, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _within(
+    value: float, minimum: float | None, maximum: float | None, exclusive: bool
+) -> bool:
+    if not math.isfinite(value):
+        return False
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        return False
+    return maximum is None or value <= maximum
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        msg = f"expected a number of at least 0, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+def _any_base(text: str) -> int:
+    """An integer in decimal, or with a 0x / 0o / 0b prefix."""
+    return int(text, 0)
 
 
-def _rate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        msg = f"a fault rate is between 0 and 1, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        msg = f"expected a whole number of at least 1, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _tcp_port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:  # noqa: PLR2004
-        msg = f"a TCP port is 0..65535 (0 = any free port), not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _cell_count(text: str) -> int:
-    value = _positive_int(text)
-    if value > MAX_SIMULATED_CELLS:
-        msg = (
-            f"the simulator handles 1..{MAX_SIMULATED_CELLS} cells (D2 has "
-            f"{MAX_SIMULATED_CELLS} cell registers), not {text!r}"
-        )
-        raise argparse.ArgumentTypeError(msg)
-    return value
+_board_number = ranged(
+    _any_base, "the RS485 board number must be 1..15, not {text!r}", 1, 15
+)
+_positive_float = ranged(
+    float, "expected a positive number, not {text!r}", 0, exclusive_minimum=True
+)
+_non_negative_float = ranged(float, "expected a number of at least 0, not {text!r}", 0)
+_rate = ranged(float, "a fault rate is between 0 and 1, not {text!r}", 0, 1)
+_positive_int = ranged(int, "expected a whole number of at least 1, not {text!r}", 1)
+_tcp_port = ranged(
+    int, "a TCP port is 0..65535 (0 = any free port), not {text!r}", 0, 65535
+)
+_cell_count = ranged(
+    _positive_int,
+    f"the simulator handles 1..{MAX_SIMULATED_CELLS} cells (D2 has "
+    f"{MAX_SIMULATED_CELLS} cell registers), not {{text!r}}",
+    maximum=MAX_SIMULATED_CELLS,
+)
+_command = ranged(_any_base, "an A5 command is 0x00..0xFF, not {text!r}", 0, 0xFF)
 
 
 # --- parser -------------------------------------------------------------------
@@ -398,17 +388,6 @@ def _add_simulate(commands: Any) -> None:
         metavar="N",
         help="refuse Modbus reads of more than N registers",
     )
-
-
-def _command(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 0xFF:  # noqa: PLR2004
-        msg = f"an A5 command is 0x00..0xFF, not {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
 
 
 def _register_range(text: str) -> tuple[int, int]:

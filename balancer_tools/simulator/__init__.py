@@ -1,19 +1,17 @@
 """A virtual DALY / 100balance balancer, and the lines to reach it.
 
-* :class:`VirtualBalancer`: the device model, answering D2, p81 and A5.
-* :class:`Faults`: what goes wrong on the line, random (seeded) or one-shot.
+* :class:`VirtualBalancer`: the device model, answering D2, p81 and A5
+  (:mod:`.device`; its state and physics in :mod:`.state`, the wire views in
+  :mod:`.modbus` and :mod:`.a5`).
+* :class:`Faults`: what goes wrong on the line, random (seeded) or one-shot,
+  chunked replies included (:mod:`.faults`); :class:`Quirks`: what a
+  firmware does differently (:mod:`.quirks`).
 * :func:`serve_tcp` / :func:`serve_pty`: a serial line for
   :class:`..serial.SerialLink` (``socket://`` URL or pty path).
 * :func:`fake_connector`: a BLE connection for :class:`..ble.BleLink`.
 """
 
-from .device import (
-    CHEMISTRY_DEFAULTS,
-    RecordedWrite,
-    Reply,
-    RequestParser,
-    VirtualBalancer,
-)
+from .device import VirtualBalancer
 from .fake_ble import (
     FakeBleakClient,
     FakeConnector,
@@ -21,7 +19,8 @@ from .fake_ble import (
     fake_connector,
     fake_device,
 )
-from .faults import FAULT_KINDS, Faults
+from .faults import FAULT_KINDS, Faults, Reply
+from .parser import RequestParser
 from .quirks import Quirks
 from .servers import (
     Line,
@@ -32,6 +31,7 @@ from .servers import (
     serve_pty,
     serve_tcp,
 )
+from .state import CHEMISTRY_DEFAULTS, RecordedWrite
 
 __all__ = [
     "CHEMISTRY_DEFAULTS",

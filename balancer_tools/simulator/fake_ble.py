@@ -2,13 +2,13 @@
 
 It behaves like the HLK-B40 UART bridge in the balancer's UART port: requests
 are written to ``fff2``, replies arrive as notifications on ``fff1`` in
-20-byte pieces (or ``faults.chunk_size``). Use it through :func:`fake_connector`
-with :class:`..ble.BleLink`.
+20-byte pieces (or ``faults.chunk_size``: the :class:`.Line` chunks, as on
+every transport). Use it through :func:`fake_connector` with
+:class:`..ble.BleLink`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 import inspect
 import logging
@@ -63,10 +63,11 @@ class FakeBleakClient:
         self._notify: dict[str, NotifyCallback] = {}
         self._line = Line(
             (balancer,),
-            send=self._notify_chunks,
+            send=self._notify_piece,
             hangup=self._hangup,
             baudrate=baudrate,
             turnaround=turnaround,
+            chunk_size=DEFAULT_CHUNK_SIZE,
         )
 
     @property
@@ -115,18 +116,14 @@ class FakeBleakClient:
         await self._line.close()
         return True
 
-    async def _notify_chunks(self, data: bytes) -> None:
-        size = self.balancer.faults.chunk_size or DEFAULT_CHUNK_SIZE
-        for start in range(0, len(data), size):
-            if not self._connected:  # pragma: no cover - dropped by a callback
-                return
-            callback = self._notify.get(NOTIFY_UUID)
-            chunk = data[start : start + size]
-            self.notifications.append(chunk)
-            if callback is not None:
-                callback(NOTIFY_UUID, bytearray(chunk))
-            # Each notification is its own event, as from a real adapter.
-            await asyncio.sleep(0)
+    async def _notify_piece(self, piece: bytes) -> None:
+        """One notification (the line sends each piece of a reply apart)."""
+        if not self._connected:  # pragma: no cover - dropped by a callback
+            return
+        self.notifications.append(piece)
+        callback = self._notify.get(NOTIFY_UUID)
+        if callback is not None:
+            callback(NOTIFY_UUID, bytearray(piece))
 
     def _hangup(self) -> bool:
         self._drop()

@@ -4,6 +4,10 @@ Both look like a serial line to :class:`..serial.SerialLink`: the TCP server is
 reached with ``socket://127.0.0.1:PORT`` and the pty by its slave path. All
 balancers of a server share the line: each request is offered to every one,
 and each answers only what it is addressed by (p81 board numbers).
+
+:class:`Line` is what every transport shares, the fake BLE bridge included:
+request parsing, pacing, delayed replies, disconnects and chunking (a reply
+with a ``chunk_size`` goes out in pieces of that size, each its own write).
 """
 
 from __future__ import annotations
@@ -31,7 +35,11 @@ class Line:
     """One half-duplex line: parse requests, answer them in order, pace, send.
 
     Replies go out one request at a time, as on a real line. A delayed reply
-    is held back on its own, without blocking the replies that follow.
+    is held back on its own, without blocking the replies that follow. A
+    reply is sent in pieces of its ``chunk_size`` (from the balancer's
+    :class:`.Faults`), else of the line's own *chunk_size* (``None``: whole),
+    each piece its own write followed by a turn of the event loop; with a
+    *baudrate*, each piece when its last byte would have crossed the wire.
     """
 
     def __init__(
@@ -42,11 +50,13 @@ class Line:
         hangup: HangUp,
         baudrate: int | None = None,
         turnaround: float = 0.0,
+        chunk_size: int | None = None,
     ) -> None:
         """Start answering; must be created inside a running event loop."""
         self.balancers = tuple(balancers)
         self.baudrate = baudrate
         self.turnaround = turnaround
+        self.chunk_size = chunk_size
         self._send = send
         self._hangup = hangup
         self._parser = RequestParser()
@@ -70,11 +80,14 @@ class Line:
     def _wire(self, size: int) -> float:
         return size * 10 / self.baudrate if self.baudrate else 0.0
 
-    async def _pace(self, size: int) -> None:
-        if self.baudrate:
-            await asyncio.sleep(self._wire(size))
+    @staticmethod
+    async def _wait_until(deadline: float) -> None:
+        wait = deadline - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not self.closed:
             frame = await self._queue.get()
             replies: list[Reply] = []
@@ -86,39 +99,52 @@ class Line:
                     continue
                 if reply is not None:
                     replies.append(reply)
-            # The request's wire time, the turnaround and the first reply's
-            # wire time in one sleep: the last reply byte arrives when it
-            # would on the wire, without three timer wake-ups' lateness.
-            pace = self._wire(len(frame))
-            first = replies[0] if replies and not replies[0].delay else None
+            # When the first reply byte may go out: after the request's wire
+            # time and the turnaround. Each piece then goes out when its last
+            # byte would have crossed the wire, so the last reply byte arrives
+            # when it would, without one timer wake-up's lateness per step.
+            ready = loop.time() + self._wire(len(frame))
             if replies:
-                pace += self.turnaround
-            if first is not None:
-                pace += self._wire(len(first.data))
-            if pace:
-                await asyncio.sleep(pace)
-            for index, reply in enumerate(replies):
+                ready += self.turnaround
+            if not replies or replies[0].delay:
+                await self._wait_until(ready)  # the line is busy all the same
+            for reply in replies:
                 if reply.delay:
                     self._spawn(self._transmit_later(reply))
-                elif not await self._transmit(reply, paced=index == 0):
+                elif not await self._transmit(reply, max(ready, loop.time())):
                     return
 
     async def _transmit_later(self, reply: Reply) -> None:
         await asyncio.sleep(reply.delay)
-        await self._transmit(reply)
+        await self._transmit(reply, asyncio.get_running_loop().time())
 
-    async def _transmit(self, reply: Reply, *, paced: bool = False) -> bool:
-        """Send one reply; return whether the line is still up."""
-        if reply.data:
-            if not paced:
-                await self._pace(len(reply.data))
-            await self._send(reply.data)
+    async def _transmit(self, reply: Reply, start: float) -> bool:
+        """Send one reply from *start* on; return whether the line is still up."""
+        await self._send_pieces(reply, start)
         if reply.disconnect:
             up = self._hangup()
             if not up:
                 self.stop()
             return up
         return True
+
+    async def _send_pieces(self, reply: Reply, start: float) -> None:
+        """Send *reply*'s data whole or in pieces, each when its wire time is up."""
+        data = reply.data
+        size = reply.chunk_size or self.chunk_size
+        if not data or not size:
+            await self._wait_until(start + self._wire(len(data)))
+            if data:
+                await self._send(data)
+            return
+        for offset in range(0, len(data), size):
+            piece = data[offset : offset + size]
+            await self._wait_until(start + self._wire(offset + len(piece)))
+            if self.closed:  # dropped while the reply was on its way
+                return
+            await self._send(piece)
+            # Each piece its own event, as from a gateway or a BLE adapter.
+            await asyncio.sleep(0)
 
     def stop(self) -> None:
         """Stop answering and cancel pending replies (does not wait)."""
@@ -188,6 +214,15 @@ class VirtualServer:
     async def start(self) -> None:
         """Open the line."""
         raise NotImplementedError
+
+    async def forget_closed(self) -> int:
+        """Forget connections the host closed; return how many.
+
+        A server keeps closed connections until it is closed itself, to wait
+        for their pending replies then. A long run that reconnects thousands
+        of times calls this now and then to keep that bookkeeping bounded.
+        """
+        return 0
 
     async def close(self) -> None:
         """Close the line and cancel every pending reply."""
@@ -306,6 +341,14 @@ class TcpServer(VirtualServer):
     def _lost(self, connection: _TcpConnection) -> None:
         self._connections.discard(connection)
         self._gone.add(connection)
+
+    async def forget_closed(self) -> int:
+        """Wait for the closed connections' pending replies; forget them."""
+        gone = list(self._gone)
+        for connection in gone:
+            await connection.wait_closed()
+            self._gone.discard(connection)
+        return len(gone)
 
     def disconnect_clients(self) -> None:
         """Close every open connection (the host may connect again)."""

@@ -16,6 +16,8 @@ from typing import Any
 
 from balancer_tools.simulator import (
     FakeConnector,
+    PtyServer,
+    TcpServer,
     VirtualServer,
     fake_connector,
     fake_device,
@@ -33,8 +35,8 @@ from custom_components.active_balancer.protocol.ble import BleLink
 from custom_components.active_balancer.protocol.serial import SerialLink
 
 from .config import CLIENT_LANES, SoakConfig
-from .faults import ChunkingPtyServer, ChunkingTcpServer, SoakBalancer, soak_balancer
-from .lanes import Lane, forget_closed_connections, link_stats, tap_bus
+from .faults import SoakBalancer, soak_balancer
+from .lanes import Lane, link_stats, tap_bus
 
 
 class ClientLane(Lane):
@@ -72,7 +74,8 @@ class ClientLane(Lane):
     async def poll_once(self) -> str | None:
         """Poll with the client."""
         if self.server is not None:
-            await forget_closed_connections(self.server)
+            # The gateway's memory of closed connections, not the client's.
+            await self.server.forget_closed()
         try:
             await self.client.poll()
         except BalancerError as err:
@@ -148,9 +151,7 @@ async def client_lane(
         variant = Variant.P81 if name == "pty" else Variant.D2
         balancer = soak_balancer(variant, seed)
         server: VirtualServer = (
-            ChunkingPtyServer(balancer)
-            if name == "pty"
-            else ChunkingTcpServer(balancer)
+            PtyServer(balancer) if name == "pty" else TcpServer(balancer)
         )
         await server.start()
         closers.append(server.close)

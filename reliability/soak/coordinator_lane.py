@@ -18,7 +18,7 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from balancer_tools.simulator import VirtualServer
+from balancer_tools.simulator import TcpServer, VirtualServer
 from custom_components.active_balancer.protocol import (
     Bus,
     PreparedWrite,
@@ -37,8 +37,8 @@ from .config import (
     ProcessStats,
     SoakConfig,
 )
-from .faults import ChunkingTcpServer, SoakBalancer, soak_balancer
-from .lanes import Lane, forget_closed_connections, link_stats, tap_bus
+from .faults import SoakBalancer, soak_balancer
+from .lanes import Lane, link_stats, tap_bus
 from .process import ProcessWatch
 from .run import run_lanes
 
@@ -115,7 +115,7 @@ class CoordinatorLane(Lane):
 
         coordinator = self.coordinator
         if self.server is not None:
-            await forget_closed_connections(self.server)
+            await self.server.forget_closed()
         await coordinator.async_refresh()
         if coordinator.last_update_success:
             return None
@@ -212,7 +212,7 @@ class CoordinatorLane(Lane):
 async def serve_coordinator_balancer(seed: int) -> tuple[SoakBalancer, VirtualServer]:
     """The virtual balancer of the coordinator lane, on a loopback gateway."""
     balancer = soak_balancer(Variant.D2, seed)
-    server = ChunkingTcpServer(balancer)
+    server = TcpServer(balancer)
     await server.start()
     return balancer, server
 

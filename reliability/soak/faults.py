@@ -1,32 +1,20 @@
 """The device side of the soak: random faults, and a balancer that knows its replies.
 
-:class:`SoakBalancer` remembers which request produced each reply. The virtual balancer's fault knobs (:class:`Faults`) are shaken poll by poll.
-The loopback gateway and the pseudo-terminal here honour the ``chunk_size``
-knob (the simulator's own servers do not yet: only its fake Bluetooth client
-reads it), so that replies arrive in changing pieces on every transport.
+:class:`SoakBalancer` remembers which request produced each reply. The virtual
+balancer's fault knobs (:class:`Faults`) are shaken poll by poll, its
+``chunk_size`` among them: the simulator's lines (TCP, pty and the fake
+Bluetooth bridge) honour it, so replies arrive in changing pieces on every
+transport.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 import random
 import time
 from typing import Any
 
-from balancer_tools.simulator import (
-    FAULT_KINDS,
-    Faults,
-    PtyServer,
-    Reply,
-    TcpServer,
-    VirtualBalancer,
-)
-from balancer_tools.simulator.servers import (
-    HangUp,
-    Line,
-    Sender,
-)
+from balancer_tools.simulator import FAULT_KINDS, Faults, Reply, VirtualBalancer
 from custom_components.active_balancer.protocol import Variant
 from custom_components.active_balancer.protocol.codec import Request
 from custom_components.active_balancer.protocol.frames import Frame
@@ -78,7 +66,7 @@ class FaultShaker:
     def start(self) -> None:
         """Every per-reply fault fires at the rate from now on."""
         for kind in FAULT_KINDS:
-            setattr(self.faults, kind, self.rate)
+            self.faults.set_rate(kind, self.rate)
         self.active = True
 
     def stop(self) -> None:
@@ -104,35 +92,6 @@ class FaultShaker:
             faults.counts["chunk_size_change"] += 1
         faults.delay_seconds = rng.uniform(self.min_delay, self.max_delay)
         faults.disconnect_mid_frame = rng.random() < 0.5  # noqa: PLR2004
-
-
-def _chunked(send: Sender, faults: Faults) -> Sender:
-    """Send in pieces of ``faults.chunk_size`` bytes, each its own write."""
-
-    async def send_chunks(data: bytes) -> None:
-        size = faults.chunk_size
-        if not size:
-            await send(data)
-            return
-        for start in range(0, len(data), size):
-            await send(data[start : start + size])
-            await asyncio.sleep(0)
-
-    return send_chunks
-
-
-class ChunkingTcpServer(TcpServer):
-    """A loopback gateway that honours the balancer's ``chunk_size`` knob."""
-
-    def _line(self, send: Sender, hangup: HangUp) -> Line:
-        return super()._line(_chunked(send, self.balancers[0].faults), hangup)
-
-
-class ChunkingPtyServer(PtyServer):
-    """A pseudo-terminal that honours the balancer's ``chunk_size`` knob."""
-
-    def _line(self, send: Sender, hangup: HangUp) -> Line:
-        return super()._line(_chunked(send, self.balancers[0].faults), hangup)
 
 
 class SoakBalancer(VirtualBalancer):

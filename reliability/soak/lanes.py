@@ -9,12 +9,10 @@ say how a lane polls and writes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 import random
 import time
-from typing import Any
 
-from balancer_tools.simulator import VirtualServer
 from custom_components.active_balancer.protocol import Bus, Setting, Settings, Variant
 from custom_components.active_balancer.protocol.codec import Request
 from custom_components.active_balancer.protocol.frames import Frame
@@ -331,13 +329,17 @@ class Lane:
             self.stats.device_rule_violations += 1
 
 
-def tap_bus(bus: Bus, lane: Lane) -> None:
-    """Check every answer the bus hands out against what the device sent."""
-    exchange = bus.exchange
+def tap_bus(bus: Bus, lane: Lane) -> Callable[[], None]:
+    """Check every answer the bus hands out against what the device sent.
 
-    async def tapped(request: Request, **kwargs: Any) -> list[Frame]:
+    Returns the function that stops the checking. The device's write count
+    is read as the answer is handed out, under the bus's lock: the device
+    takes requests in order and nothing else goes out before the check, so a
+    reply produced for this very exchange carries at least that count.
+    """
+
+    def check(request: Request, frames: tuple[Frame, ...]) -> None:
         epoch = lane.balancer.write_epoch
-        frames = await exchange(request, **kwargs)
         for frame in frames:
             problem = lane.balancer.check_reply(request, frame, epoch)
             if problem == "stale":
@@ -350,24 +352,8 @@ def tap_bus(bus: Bus, lane: Lane) -> None:
                 )
             elif problem == "unknown":
                 lane.stats.unknown_replies_accepted += 1
-        return frames
 
-    setattr(bus, "exchange", tapped)  # noqa: B010 - an instance-level tap
-
-
-async def forget_closed_connections(server: VirtualServer) -> None:
-    """Let the virtual gateway forget connections that were closed.
-
-    It keeps them until it is closed itself (to wait for their pending
-    replies then); over thousands of reconnects that is the test double's
-    memory, not the integration's.
-    """
-    gone = getattr(server, "_gone", None)
-    if not gone:
-        return
-    for connection in list(gone):
-        await connection.wait_closed()
-        gone.discard(connection)
+    return bus.add_frame_observer(check)
 
 
 def link_stats(bus: Bus) -> dict[str, int]:

@@ -28,7 +28,7 @@ from balancer_tools.simulator import (
     serve_pty,
     serve_tcp,
 )
-from custom_components.active_balancer.protocol import ble as ble_module
+from custom_components.active_balancer.protocol import ble as ble_module, codec
 from custom_components.active_balancer.protocol.client import BalancerClient
 from custom_components.active_balancer.protocol.errors import (
     BalancerTimeout,
@@ -44,7 +44,10 @@ from custom_components.active_balancer.protocol.model import (
     Settings,
     Variant,
 )
+from custom_components.active_balancer.protocol.registers import Block
 from custom_components.active_balancer.protocol.serial import SerialLink
+
+from .pieces import on_chunk_boundaries, tcp_pieces
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = ROOT / "custom_components" / "active_balancer"
@@ -666,6 +669,12 @@ async def test_simulate_in_process(
         assert data["device"]["address"] == 2
         assert data["cell_count"] == 4
         assert data["delta_cell_voltage"] == pytest.approx(0.020, abs=0.002)
+        # --fault-chunk-size 5: the reply comes in 5-byte pieces on TCP too.
+        request = codec.read_request(Variant.P81, 2, Block(0x100, 8)).frame
+        pieces = await tcp_pieces(int(url.rsplit(":", 1)[1]), request, 21)
+        assert len(pieces) > 1
+        assert on_chunk_boundaries(pieces, 5)
+        assert b"".join(pieces)[:3] == bytes((0x52, 0x03, 16))
         code = await cli.async_main(
             [
                 "set",
@@ -826,6 +835,54 @@ def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> No
     assert code == 2
     assert out == ""
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["read", "--port", "/dev/x", "--address", "0x10"],
+            "the RS485 board number must be 1..15, not '0x10'",
+        ),
+        (
+            ["read", "--port", "/dev/x", "--timeout", "inf"],
+            "expected a positive number, not 'inf'",
+        ),
+        (["read", "--port", "/dev/x", "--timeout", "0"], "positive number, not '0'"),
+        (
+            ["simulate", "--turnaround", "nan"],
+            "expected a number of at least 0, not 'nan'",
+        ),
+        (
+            ["simulate", "--fault-corrupt", "-0.1"],
+            "a fault rate is between 0 and 1, not '-0.1'",
+        ),
+        (
+            ["watch", "--port", "/dev/x", "--count", "2.5"],
+            "expected a whole number of at least 1, not '2.5'",
+        ),
+        (
+            ["simulate", "--tcp", "-1"],
+            "a TCP port is 0..65535 (0 = any free port), not '-1'",
+        ),
+        (["simulate", "--cells", "0"], "expected a whole number of at least 1"),
+        (
+            ["simulate", "--cells", "33"],
+            "the simulator handles 1..32 cells (D2 has 32 cell registers), not '33'",
+        ),
+        (
+            ["simulate", "--ignore-command", "0x100"],
+            "an A5 command is 0x00..0xFF, not '0x100'",
+        ),
+    ],
+)
+def test_number_arguments_say_what_they_take(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """A number out of range or not a number: the message names the range."""
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert message in err
 
 
 async def test_async_main_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

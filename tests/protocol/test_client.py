@@ -19,6 +19,7 @@ import pytest
 from balancer_tools.simulator import (
     FakeConnector,
     Faults,
+    Quirks,
     VirtualBalancer,
     VirtualServer,
     fake_connector,
@@ -579,6 +580,30 @@ async def test_late_reply_is_not_taken_for_the_next_request() -> None:
         (frame,) = await r.bus.exchange(second)
         assert codec.registers_of(Block(0xA4, 1), frame) == {0xA4: 20}
         assert r.bus.stats.timeouts == 1
+
+
+async def test_frame_observer_sees_each_answer_handed_out() -> None:
+    """Observers see the answers the bus returns; failed or refused ones not."""
+    vb = balancer(Variant.D2, quirks=Quirks(refuse_registers=[(0xB0, 0xB0)]))
+    async with rig("tcp", vb, retries=0) as r:
+        seen: list[tuple[bytes, list[bytes]]] = []
+        remove = r.bus.add_frame_observer(
+            lambda request, frames: seen.append(
+                (request.frame, [frame.raw for frame in frames])
+            )
+        )
+        read = codec.read_request(Variant.D2, 1, Block(0xA3, 1))
+        (frame,) = await r.bus.exchange(read)
+        with pytest.raises(NotSupported):
+            await r.bus.exchange(codec.read_request(Variant.D2, 1, Block(0xB0, 1)))
+        vb.faults.once("drop")
+        with pytest.raises(BalancerTimeout):
+            await r.bus.exchange(read)
+        (again,) = await r.bus.exchange(read)
+        remove()
+        await r.bus.exchange(read)
+        remove()  # a second time does nothing
+    assert seen == [(read.frame, [frame.raw]), (read.frame, [again.raw])]
 
 
 async def test_stale_reply_of_another_shape_is_ignored() -> None:

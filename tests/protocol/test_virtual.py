@@ -23,7 +23,7 @@ from balancer_tools.simulator import (
     serve_tcp,
 )
 from balancer_tools.simulator.faults import JUNK_BYTES
-from custom_components.active_balancer.protocol import codec
+from custom_components.active_balancer.protocol import Bus, codec
 from custom_components.active_balancer.protocol.ble import NOTIFY_UUID, WRITE_UUID
 from custom_components.active_balancer.protocol.crc import append_crc, crc_ok
 from custom_components.active_balancer.protocol.frames import (
@@ -46,8 +46,10 @@ from custom_components.active_balancer.protocol.registers import (
     P81_TABLE,
     Block,
 )
+from custom_components.active_balancer.protocol.serial import SerialLink
 
 from . import captured
+from .pieces import on_chunk_boundaries, pty_pieces, tcp_pieces
 
 
 class Clock:
@@ -908,6 +910,29 @@ async def test_tcp_server_reconnect_and_disconnect_fault() -> None:
     await server.close()  # closing twice is fine
 
 
+async def test_tcp_server_forgets_closed_connections() -> None:
+    """A long run lets the gateway forget the connections the host closed."""
+    vb = VirtualBalancer()
+    async with await serve_tcp(vb) as server:
+        clean = clean_reply()
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            assert await exchange(reader, writer, REQUEST, len(clean)) == clean
+            writer.close()
+            await writer.wait_closed()
+        await eventually(lambda: server.connections == 0)
+        assert await server.forget_closed() == 3
+        assert await server.forget_closed() == 0
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        assert await exchange(reader, writer, REQUEST, len(clean)) == clean
+        assert await server.forget_closed() == 0  # an open one stays
+        writer.close()
+        await writer.wait_closed()
+    pty = await serve_pty(vb)
+    assert await pty.forget_closed() == 0  # one line, never closed by the host
+    await pty.close()
+
+
 async def test_tcp_server_close_drops_clients_and_pending_replies() -> None:
     vb = VirtualBalancer(faults=Faults(delay=1.0, delay_seconds=30))
     server = await serve_tcp([vb], baudrate=9600, turnaround=0.01)
@@ -972,6 +997,42 @@ async def test_pty_server_answers_and_releases_its_fds() -> None:
         await server.close()
     await server.close()
     assert open_fds() <= before
+
+
+@pytest.mark.parametrize("transport", ["tcp", "pty"])
+async def test_chunk_size_splits_replies_on_serial_lines(transport: str) -> None:
+    """``chunk_size`` (``simulate --fault-chunk-size``) holds on TCP and a pty.
+
+    A reader sees the reply arrive read by read, never across a chunk
+    boundary (at 9600 baud each piece leaves when its bytes are through, so
+    even a pty, which may gather quick writes into one read, shows pieces);
+    the bus reassembles the reply and it decodes all the same.
+    """
+    vb = VirtualBalancer(faults=Faults(chunk_size=5))
+    live = Block(0, 0x41)
+    request = codec.read_request(Variant.D2, 1, live)
+    reply = VirtualBalancer().handle(request.frame)
+    assert isinstance(reply, bytes)
+    assert len(reply) == 135  # 27 chunks
+    serve = serve_tcp if transport == "tcp" else serve_pty
+    async with await serve(vb, baudrate=9600) as server:
+        if transport == "tcp":
+            assert server.port is not None
+            pieces = await tcp_pieces(server.port, request.frame, len(reply))
+        else:
+            assert server.path is not None
+            pieces = await pty_pieces(server.path, request.frame, len(reply))
+        assert b"".join(pieces) == reply
+        assert len(pieces) > 1
+        assert on_chunk_boundaries(pieces, 5)
+        bus = Bus(SerialLink(server.url, 9600, base_timeout=0.5), retries=0)
+        try:
+            (frame,) = await bus.exchange(request)
+        finally:
+            await bus.close()
+    reading = codec.decode_modbus_live(D2_TABLE, codec.registers_of(live, frame))
+    assert list(reading.cell_voltages) == pytest.approx(vb.cell_voltages, abs=5e-4)
+    assert bus.stats.checksum_errors == bus.stats.timeouts == 0
 
 
 async def test_line_survives_a_broken_balancer(caplog) -> None:

@@ -18,7 +18,7 @@ from .errors import (
     UnexpectedReply,
     WriteNotConfirmed,
 )
-from .link import Bus, BusRegistry, ByteLink, LinkKind
+from .link import Bus, BusRegistry, ByteLink, FrameObserver, LinkKind
 from .model import (
     Alarm,
     Alarms,
@@ -47,6 +47,7 @@ __all__ = [
     "ChecksumError",
     "Chemistry",
     "ConnectionFailed",
+    "FrameObserver",
     "LinkKind",
     "NotSupported",
     "OutOfRange",

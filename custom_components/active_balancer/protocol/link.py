@@ -27,6 +27,8 @@ _LOGGER = logging.getLogger(__name__)
 
 DataCallback = Callable[[bytes], None]
 LostCallback = Callable[[Exception | None], None]
+FrameObserver = Callable[[Request, tuple[Frame, ...]], None]
+"""Sees a request and the frames a :class:`Bus` hands out as its answer."""
 
 
 class LinkKind(StrEnum):
@@ -111,6 +113,9 @@ class Bus:
     have passed since its request failed, the bus does not send a request it
     could be taken for: the same request again (a retry) is fine, unless a
     write went out in between.
+
+    :meth:`add_frame_observer` lets a caller see every answer the bus hands
+    out, for example to check it against what the device sent.
     """
 
     def __init__(
@@ -147,6 +152,7 @@ class Bus:
         self._late_arrived: asyncio.Event | None = None
         self._writes = 0
         self._turnarounds: deque[float] = deque(maxlen=16)
+        self._observers: list[FrameObserver] = []
         self.users = 0
         """Clients sharing this bus (managed by :class:`BusRegistry`)."""
 
@@ -161,6 +167,23 @@ class Bus:
             return None
         return statistics.median(self._turnarounds)
 
+    def add_frame_observer(self, observer: FrameObserver) -> Callable[[], None]:
+        """Call *observer* with each answered request and its answer frames.
+
+        It is called under the bus's lock, just before :meth:`exchange`
+        returns the frames, so answers are seen in order; not for a request
+        that fails or that the device refuses. It must not block, and what it
+        raises reaches the caller of :meth:`exchange`. Returns a function that
+        removes the observer again.
+        """
+        self._observers.append(observer)
+
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                self._observers.remove(observer)
+
+        return remove
+
     async def exchange(
         self, request: Request, *, retries: int | None = None
     ) -> list[Frame]:
@@ -172,9 +195,14 @@ class Bus:
         async with self.lock:
             if request.echo is not None:  # a write: older answers are stale now
                 self._writes += 1
-            return await self._exchange_locked(
+            frames = await self._exchange_locked(
                 request, self.retries if retries is None else retries
             )
+            if self._observers:
+                answer = tuple(frames)
+                for observer in tuple(self._observers):
+                    observer(request, answer)
+            return frames
 
     async def _exchange_locked(self, request: Request, retries: int) -> list[Frame]:
         last_error: BalancerError | None = None
@@ -215,27 +243,50 @@ class Bus:
         self._dirty = False
 
     async def _attempt(self, request: Request) -> list[Frame]:
+        """Send *request* once and wait for its answer."""
         await self._ensure_open()
+        await self._settle()
+        await self._wait_for_late_answers(request)
+        self._late_reassembler = None
+        reassembler, done = self._listen(request)
+        timeout = self._answer_timeout(request)
+        sent = await self._transmit(request)
+        try:
+            await self._await_answer(request, reassembler, done, timeout)
+        finally:
+            self._reassembler = None
+            self._request = None
+        return self._answer(request, sent)
+
+    async def _settle(self) -> None:
+        """After a failed request, let a late answer arrive and be dropped."""
         if self._dirty:
-            # Let a late answer to an earlier request arrive and be dropped.
             self._reassembler = None
             await asyncio.sleep(self.settle)
             self._dirty = False
-        await self._wait_for_late_answers(request)
-        self._late_reassembler = None
+
+    def _listen(self, request: Request) -> tuple[FrameReassembler, asyncio.Event]:
+        """Take the bytes from now on as the answer to *request*."""
         reassembler = FrameReassembler(request.variant)
         self._reassembler = reassembler
         self._request = request
         self._frames = []
         done = self._done = asyncio.Event()
+        return reassembler, done
+
+    def _answer_timeout(self, request: Request) -> float:
+        """Seconds to wait: the link's base timeout plus both ways' wire time."""
         reply_bytes = 13 * request.frames
         if request.reply_bytes is not None:
             reply_bytes = 5 + request.reply_bytes
         elif request.echo is not None:
             reply_bytes = 8
-        timeout = self.link.base_timeout + self.link.byte_time * (
+        return self.link.base_timeout + self.link.byte_time * (
             len(request.frame) + reply_bytes
         )
+
+    async def _transmit(self, request: Request) -> float:
+        """Write *request*; return the loop time it was sent at."""
         self.stats.requests += 1
         self.stats.bytes_out += len(request.frame)
         self.history.append(("tx", request.frame.hex()))
@@ -246,31 +297,44 @@ class Bus:
             self._lost = err
             msg = f"Could not send to the balancer: {err}"
             raise ConnectionFailed(msg) from err
+        return sent
+
+    async def _await_answer(
+        self,
+        request: Request,
+        reassembler: FrameReassembler,
+        done: asyncio.Event,
+        seconds: float,
+    ) -> None:
+        """Wait for the answer (or the loss of the link) for *seconds*."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(seconds):
                 await done.wait()
         except TimeoutError:
             # When the event loop was busy, the answer (or the loss of the
             # link) may have come in before the timeout was handled: it counts.
             if not done.is_set():
-                self._dirty = True
-                self._expect_late_answer(request)
-                if self._lost is not None:
-                    msg = f"The link was lost: {self._lost}"
-                    raise ConnectionFailed(msg) from None
-                if reassembler.rejected:
-                    self.stats.checksum_errors += reassembler.rejected
-                    msg = "The balancer's reply was corrupt (bad checksum)"
-                    raise ChecksumError(msg) from None
-                self.stats.timeouts += 1
-                msg = (
-                    f"No answer within {timeout:.2f} s; check wiring, address and "
-                    "that no other app holds the connection"
-                )
-                raise BalancerTimeout(msg) from None
-        finally:
-            self._reassembler = None
-            self._request = None
+                raise self._no_answer(request, reassembler, seconds) from None
+
+    def _no_answer(
+        self, request: Request, reassembler: FrameReassembler, timeout: float
+    ) -> BalancerError:
+        """Note a request left unanswered; the error that says why."""
+        self._dirty = True
+        self._expect_late_answer(request)
+        if self._lost is not None:
+            return ConnectionFailed(f"The link was lost: {self._lost}")
+        if reassembler.rejected:
+            self.stats.checksum_errors += reassembler.rejected
+            return ChecksumError("The balancer's reply was corrupt (bad checksum)")
+        self.stats.timeouts += 1
+        return BalancerTimeout(
+            f"No answer within {timeout:.2f} s; check wiring, address and "
+            "that no other app holds the connection"
+        )
+
+    def _answer(self, request: Request, sent: float) -> list[Frame]:
+        """The frames that answered *request*, once the wait is over."""
         if self._lost is not None and len(self._frames) < request.frames:
             self._expect_late_answer(request)
             msg = f"The link was lost: {self._lost}"
