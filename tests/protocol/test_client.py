@@ -332,9 +332,9 @@ async def test_a5_cannot_write(transport: str) -> None:
         requests = vb.requests
         assert client.writable_settings() == frozenset()
         with pytest.raises(NotSupported):
-            await client.set_balance_start_voltage(3.3)
+            await client.write(Setting.BALANCE_START_VOLTAGE, 3.3)
         with pytest.raises(NotSupported):
-            await client.set_balancer_enabled(False)
+            await client.write(Setting.BALANCER_ENABLED, False)
     assert vb.writes == []
     assert vb.requests == requests
     assert vb.balancer_enabled
@@ -346,7 +346,7 @@ async def test_setting_missing_from_a_variant_is_not_supported() -> None:
         client = r.client(variant=Variant.P81)
         await client.connect()
         with pytest.raises(NotSupported):
-            await client.set_balance_current_limit(0.5)
+            await client.write(Setting.BALANCE_CURRENT_LIMIT, 0.5)
     assert vb.writes == []
 
 
@@ -489,7 +489,7 @@ async def test_three_boards_share_one_bus() -> None:
             for snapshot, board in zip(snapshots, boards, strict=True):
                 assert_reading_matches(snapshot.reading, board, Variant.P81)
         assert [s.reading.cell_count for s in snapshots] == [5, 6, 7]
-        await clients[1].set_balancer_enabled(False)
+        await clients[1].write(Setting.BALANCER_ENABLED, False)
         assert [board.balancer_enabled for board in boards] == [True, False, True]
         assert [len(board.writes) for board in boards] == [0, 1, 0]
         assert server.connects == 1
@@ -724,7 +724,7 @@ async def test_nmc_balancer_chemistry_limits() -> None:
         client = r.client(variant=Variant.D2)
         await client.connect()
         assert client.snapshot.settings.chemistry is Chemistry.NMC
-        assert await client.set_balance_start_voltage(3.7) == 3.7
+        assert await client.write(Setting.BALANCE_START_VOLTAGE, 3.7) == 3.7
         with pytest.raises(OutOfRange):
-            await client.set_balance_start_voltage(2.9)
+            await client.write(Setting.BALANCE_START_VOLTAGE, 2.9)
     assert [(w.register, w.value) for w in vb.writes] == [(0xA3, 3700)]

@@ -192,7 +192,8 @@ def test_no_write_frame_outside_the_allow_list(
 
 
 def test_write_frames_are_built_in_one_place() -> None:
-    """Only the client builds write frames, only from the allow-list."""
+    """Only the client builds write frames, only from a prepared write,
+    whose register only the allow-list gives."""
     callers = []
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text("utf-8"))
@@ -208,7 +209,9 @@ def test_write_frames_are_built_in_one_place() -> None:
                     callers.append(path.relative_to(PACKAGE).as_posix())
     assert callers == ["protocol/client.py"]
     client = (PACKAGE / "protocol" / "client.py").read_text("utf-8")
-    assert "table.writable()" in client or ".writable()" in client
+    assert "write.variant, self._address, write.register, write.raw" in client
+    writes = (PACKAGE / "protocol" / "writes.py").read_text("utf-8")
+    assert "register = MODBUS_TABLES[variant].writable().get(setting)" in writes
 
 
 @pytest.mark.parametrize("variant", [Variant.D2, Variant.P81])

@@ -6,7 +6,7 @@ A5 protocol variants. (The virtual balancer of the tests is in the
 repository's tools, outside this package.)
 """
 
-from .client import BalancerClient, PreparedWrite
+from .client import BalancerClient
 from .errors import (
     BalancerError,
     BalancerTimeout,
@@ -32,6 +32,7 @@ from .model import (
     Variant,
 )
 from .timings import DEFAULT_TIMINGS, Timings
+from .writes import PreparedWrite
 
 __all__ = [
     "DEFAULT_TIMINGS",

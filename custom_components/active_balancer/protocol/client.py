@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 import dataclasses
-from dataclasses import dataclass
 import logging
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -19,13 +18,11 @@ from .errors import (
     OutOfRange,
     RefusalReason,
     UnexpectedReply,
-    WriteNotConfirmed,
 )
 from .frames import (
     A5_BLE_HOST,
     A5_HOST_ADDRESSES,
     A5_SERIAL_HOST,
-    MAX_READ_REGISTERS,
     A5Frame,
     Frame,
 )
@@ -36,25 +33,29 @@ from .plan import (
     PART_BALANCE_CURRENT,
     PART_BALANCING_CELLS,
     PART_LIVE,
-    best_plan,
+    Cost,
+    LivePlan,
     fallback_limit,
     line_cost,
-    live_registers,
-    parts_of,
     split,
 )
 from .registers import (
     A5_PARTS,
-    A5_SETTING_PARTS,
     A5_TABLE,
     D2_TABLE,
     MODBUS_TABLES,
     UNAVAILABLE,
     Block,
     ModbusTable,
-    SettingRegister,
+    setting_part,
 )
-from .rules import RULES, check_against, check_value
+from .writes import (
+    PreparedWrite,
+    check_under_lock,
+    confirmed_value,
+    prepare_write,
+    writable_settings,
+)
 
 _T = TypeVar("_T")
 
@@ -80,18 +81,6 @@ MISS_TIMEOUT = "no answer"
 MISS_REFUSED = "refused"
 MISS_FILL = "fill"
 MISS_UNEXPECTED = "unexpected reply"
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedWrite:
-    """A write that passed :meth:`BalancerClient.prepare`: value and encoding."""
-
-    setting: Setting
-    value: float
-    """The value to write, snapped to the setting's step (1.0/0.0 for on/off)."""
-    variant: Variant
-    register: SettingRegister
-    raw: int
 
 
 class BalancerClient:
@@ -133,12 +122,7 @@ class BalancerClient:
         # Optional parts the device did not answer, with why (per device).
         # They are not asked for again on every poll; the settings re-read
         # tries them once more, in case the first miss was noise.
-        self._max_read = MAX_READ_REGISTERS
-        self._live_plan: tuple[Block, ...] = ()
-        self._needed: dict[int, str] = {}
-        self._verified: set[str] = set()
-        """Optional live parts the device answered since they were planned in."""
-        self._planned_counts: tuple[int, int] | None = None
+        self._plan = LivePlan()
         self._a5_host = A5_SERIAL_HOST
         self._a5_counts = (0, 0)
         self._write_lock = asyncio.Lock()
@@ -172,12 +156,12 @@ class BalancerClient:
     @property
     def live_plan(self) -> tuple[Block, ...]:
         """The reads of one live poll (Modbus variants), planned from the counts."""
-        return self._live_plan
+        return self._plan.blocks
 
     @property
     def max_read(self) -> int:
         """Longest read this device answers (lowered by the fallback rule)."""
-        return self._max_read
+        return self._plan.max_read
 
     def diagnostics(self) -> dict[str, Any]:
         """What a maintainer needs to see of this client, as plain data.
@@ -194,9 +178,9 @@ class BalancerClient:
             "read_plan": {
                 "live_reads": [
                     {"start": block.start, "count": block.count}
-                    for block in self._live_plan
+                    for block in self._plan.blocks
                 ],
-                "max_read": self._max_read,
+                "max_read": self._plan.max_read,
                 "settings_every": self._settings_every,
                 "turnaround_ms": None
                 if turnaround is None
@@ -284,11 +268,9 @@ class BalancerClient:
             assert last is not None
             raise last
         table = MODBUS_TABLES[variant]
-        self._max_read = MAX_READ_REGISTERS
+        self._plan.reset()
         self._unanswered.clear()  # nothing learnt while probing another variant
-        self._verified.clear()
-        self._planned_counts = None
-        self._plan_whole_block(table)
+        self._plan_again(table)
         self._reading = await self._read_modbus_live(table)
 
     async def _read_info(self, variant: Variant) -> BalancerInfo:
@@ -373,11 +355,11 @@ class BalancerClient:
             regs[live.cell_count],
             min(regs[live.temperature_count], live.max_temperatures),
         )
-        if counts != self._planned_counts and 1 <= counts[0] <= live.max_cells:
+        if counts != self._plan.counts and 1 <= counts[0] <= live.max_cells:
             # First reading, or the device's cell / sensor count changed:
             # plan for what it has now, and read what the old plan missed.
-            self._replan(table, *counts)
-            if any(register not in regs for register in self._needed):
+            self._plan.plan(table, self._cost(), self._unanswered, counts)
+            if any(register not in regs for register in self._plan.needed):
                 regs.update(await self._read_plan(table))
         reading = codec.decode_modbus_live(table, regs)
         self._note_fill(table, regs)
@@ -391,45 +373,11 @@ class BalancerClient:
         if variant is not None and variant is not Variant.A5:
             self._plan_again(MODBUS_TABLES[variant])
 
-    def _plan_whole_block(self, table: ModbusTable) -> None:
-        """Before the counts are known: the whole live block."""
-        live = table.live
-        block = table.live.block
-        optional = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
-        needed = {
-            register: optional.get(register, PART_LIVE)
-            for register in range(block.start, block.start + block.count)
-        }
-        avoid = self._unanswered_registers(table)
-        if not avoid:
-            self._needed = needed
-            self._live_plan = split(block, self._max_read)
-            return
-        self._needed = {reg: part for reg, part in needed.items() if reg not in avoid}
-        cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
-        self._live_plan = best_plan(self._needed, cost, self._max_read, avoid)
-
-    def _unanswered_registers(self, table: ModbusTable) -> frozenset[int]:
-        """Registers of the optional live parts the device did not answer."""
-        live = table.live
-        every = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
-        return frozenset(reg for reg, part in every.items() if part in self._unanswered)
-
-    def _replan(self, table: ModbusTable, cells: int, sensors: int) -> None:
-        """Plan the live reads for *cells* cells and *sensors* sensors."""
-        parts = [part for part in OPTIONAL_LIVE_PARTS if part not in self._unanswered]
-        self._needed = live_registers(table.live, cells, sensors, parts)
-        cost = line_cost(self.bus.link.byte_time, self.bus.turnaround)
-        self._live_plan = best_plan(
-            self._needed, cost, self._max_read, self._unanswered_registers(table)
-        )
-        self._planned_counts = (cells, sensors)
+    def _cost(self) -> Cost:
+        return line_cost(self.bus.link.byte_time, self.bus.turnaround)
 
     def _plan_again(self, table: ModbusTable) -> None:
-        if self._planned_counts is None:
-            self._plan_whole_block(table)
-        else:
-            self._replan(table, *self._planned_counts)
+        self._plan.plan(table, self._cost(), self._unanswered)
 
     async def _read_plan(self, table: ModbusTable) -> dict[int, int]:
         """Read the planned blocks; apply the fallback and optional-part rules.
@@ -444,27 +392,28 @@ class BalancerClient:
         regs: dict[int, int] = {}
         index = 0
         restarts = 0
-        while index < len(self._live_plan):
-            block = self._live_plan[index]
-            parts = parts_of(block, self._needed)
+        plan = self._plan
+        while index < len(plan.blocks):
+            block = plan.blocks[index]
+            parts = plan.parts(block)
             optional = parts - {PART_LIVE}
             try:
                 regs.update(await self._read_block(table, block))
             except (BalancerTimeout, NotSupported, UnexpectedReply) as err:
-                shorter = fallback_limit(table, self._max_read)
-                unproven = optional - self._verified
+                shorter = fallback_limit(table, plan.max_read)
+                unproven = optional - plan.verified
                 if shorter is not None and block.count > shorter:
                     _LOGGER.debug("Reads of %d registers failed", block.count)
-                    self._max_read = shorter
+                    plan.max_read = shorter
                 elif unproven:
                     for part in unproven:
                         self._miss(part, _reason(err))
                     if PART_LIVE not in parts and unproven == optional:
                         index += 1
-                        self._forget_block(block)
+                        plan.forget(block)
                         continue
                 else:
-                    self._verified -= optional
+                    plan.verified -= optional
                     raise
                 restarts += 1
                 if restarts > MAX_REPLANS:  # pragma: no cover - a safety net
@@ -473,16 +422,9 @@ class BalancerClient:
                 regs = {}
                 index = 0
                 continue
-            self._verified |= optional
+            plan.verified |= optional
             index += 1
         return regs
-
-    def _forget_block(self, block: Block) -> None:
-        """Drop the registers of a failed optional read from the plan."""
-        self._needed = {
-            reg: part for reg, part in self._needed.items() if reg not in block
-        }
-        self._live_plan = tuple(b for b in self._live_plan if b != block)
 
     def _note_fill(self, table: ModbusTable, regs: dict[int, int]) -> None:
         """Mark optional live parts that came back as 0xFFFF fill."""
@@ -492,7 +434,7 @@ class BalancerClient:
             filled.append(PART_BALANCE_CURRENT)
         bits = [
             regs.get(reg)
-            for reg, part in self._needed.items()
+            for reg, part in self._plan.needed.items()
             if part == PART_BALANCING_CELLS
         ]
         if bits and all(value == UNAVAILABLE for value in bits):
@@ -503,7 +445,7 @@ class BalancerClient:
                 self._plan_again(table)
 
     def _miss(self, part: str, reason: str) -> None:
-        self._verified.discard(part)
+        self._plan.verified.discard(part)
         if part not in self._unanswered:
             _LOGGER.debug("The device did not answer %s (%s)", part, reason)
         self._unanswered[part] = reason
@@ -582,21 +524,7 @@ class BalancerClient:
 
     def setting_part(self, setting: Setting) -> str | None:
         """The optional part that holds *setting* on this device's variant."""
-        variant = self.variant or self._requested_variant
-        if variant is None:
-            return None
-        if variant is Variant.A5:
-            return A5_SETTING_PARTS.get(setting)
-        table = MODBUS_TABLES[variant]
-        register = table.settings.get(setting)
-        if register is None:
-            return None
-        for block, part in zip(
-            table.settings_blocks, table.settings_parts, strict=True
-        ):
-            if register.register in block:
-                return part
-        return None  # pragma: no cover - every setting lies in a block
+        return None if self.variant is None else setting_part(self.variant, setting)
 
     async def read_settings(self) -> Snapshot:
         """Read every setting the variant has; each block or command is optional.
@@ -658,52 +586,21 @@ class BalancerClient:
 
     def writable_settings(self) -> frozenset[Setting]:
         """Settings this balancer's variant can write."""
-        if self.variant is None or self.variant is Variant.A5:
-            return frozenset()
-        return frozenset(MODBUS_TABLES[self.variant].writable())
+        return writable_settings(self.variant)
 
     def prepare(self, setting: Setting, value: float | bool) -> PreparedWrite:
         """Check and encode a write without sending anything.
 
-        Needs a connected client. Applies the setting's rule (range, step,
-        the cells' chemistry as last read), the
-        variant's allow-list and what its register can hold. Raises
-        :class:`OutOfRange` or :class:`NotSupported`. The rule that compares
-        two settings the device holds (the alarms) is applied by :meth:`send`,
+        Needs a connected client: the rules use the settings last read (the
+        cells' chemistry). Raises :class:`OutOfRange` or :class:`NotSupported`
+        (see :func:`~.writes.prepare_write`). The rule that compares two
+        settings the device holds (the alarms) is applied by :meth:`send`,
         under the write lock.
         """
         if self._info is None:
-            # The rules depend on the device's settings (its cell chemistry).
             msg = "not connected: the balancer's settings are not known yet"
             raise NotSupported(msg)
-        number = check_value(setting, value, self._settings.chemistry)
-        variant = self._info.variant
-        if variant is Variant.A5:
-            msg = (
-                "The A5 protocol is read-only: settings cannot be changed over it. "
-                "Use the D2 protocol (Bluetooth dongle or UART) to change settings"
-            )
-            raise NotSupported(msg)
-        register = MODBUS_TABLES[variant].writable().get(setting)
-        if register is None:
-            msg = f"{setting.value} cannot be written over the {variant.value} protocol"
-            raise NotSupported(msg)
-        raw = register.encode(number)
-        if abs(register.decode(raw) - number) > 1e-6:  # noqa: PLR2004
-            unit = RULES[setting].unit
-            msg = (
-                f"{setting.value} over {variant.value} is stored in steps of "
-                f"{register.scale:g} {unit}; {number:g} was refused"
-            )
-            raise OutOfRange(
-                msg,
-                reason=RefusalReason.STEP,
-                setting=setting,
-                value=number,
-                step=register.scale,
-                unit=unit,
-            )
-        return PreparedWrite(setting, number, variant, register, raw)
+        return prepare_write(self._info.variant, self._settings, setting, value)
 
     async def write(self, setting: Setting, value: float | bool) -> float:
         """Write one setting and return the value read back from the device.
@@ -718,14 +615,13 @@ class BalancerClient:
         """Send a prepared write and return the value read back from the device.
 
         Under the write lock, the value is checked against the device's other
-        settings as last read (:func:`~.rules.check_against`); nothing is sent
-        when it is refused (:class:`OutOfRange`). Raises
+        settings as last read (:func:`~.writes.check_under_lock`); nothing is
+        sent when it is refused (:class:`OutOfRange`). Raises
         :class:`WriteNotConfirmed` when the read-back differs.
         """
         if self._info is None or write.variant is not self._info.variant:
             msg = f"a write prepared for {write.variant.value} by another client"
             raise NotSupported(msg)
-        setting, number = write.setting, write.value
         table = MODBUS_TABLES[write.variant]
         # Read the settings again on the next poll, also when this write fails:
         # the device may have taken the value even though its answer was lost.
@@ -736,7 +632,7 @@ class BalancerClient:
                 # taken: the rules must compare with what the device holds.
                 await self._read_settings(write.variant)
                 self._settings_doubtful = False
-            self._check_against_device(write)
+            check_under_lock(write, self._settings)
             self._settings_doubtful = True
             await self.bus.exchange(
                 codec.write_request(
@@ -744,53 +640,13 @@ class BalancerClient:
                 )
             )
             regs = await self._read_block(table, Block(write.register.register, 1))
-        confirmed = codec.setting_register_value(table, setting, regs)
-        if setting is Setting.BALANCER_ENABLED:
-            ok = confirmed == bool(number)
-        else:
-            ok = (
-                isinstance(confirmed, int | float)
-                and abs(float(confirmed) - number) <= RULES[setting].step / 2
-            )
-        if not ok:
-            msg = (
-                f"{setting.value}: wrote {number:g} but the balancer reports "
-                f"{confirmed!r}"
-            )
-            raise WriteNotConfirmed(msg)
-        self._settings = self._settings.with_value(setting, confirmed)
+        confirmed = confirmed_value(write, regs)
+        self._settings = self._settings.with_value(write.setting, confirmed)
         self._settings_doubtful = False
         await self.bus.idle()
-        return float(number) if setting is not Setting.BALANCER_ENABLED else number
-
-    def _check_against_device(self, write: PreparedWrite) -> None:
-        """The rules that depend on what the device holds now."""
-        check_against(write.setting, write.value, self._settings)
-        if write.register.inferred:
-            rule = RULES[write.setting]
-            current = self._settings.get(write.setting)
-            if not isinstance(current, int | float) or not (
-                rule.minimum <= current <= rule.maximum
-            ):
-                msg = (
-                    f"{write.setting.value} over {write.variant.value} uses a "
-                    "register that is not confirmed on a balancer, and it holds "
-                    f"{current!r}, which is not a plausible value; nothing was "
-                    "written"
-                )
-                raise NotSupported(msg)
-
-    async def set_balance_start_voltage(self, volts: float) -> float:
-        """Set the cell voltage at which balancing may start."""
-        return await self.write(Setting.BALANCE_START_VOLTAGE, volts)
-
-    async def set_balancer_enabled(self, enabled: bool) -> bool:
-        """Switch balancing on or off."""
-        return bool(await self.write(Setting.BALANCER_ENABLED, enabled))
-
-    async def set_balance_current_limit(self, amperes: float) -> float:
-        """EXPERIMENTAL: set the balance current limit (0..1 A, 0.1 A steps)."""
-        return await self.write(Setting.BALANCE_CURRENT_LIMIT, amperes)
+        if write.setting is Setting.BALANCER_ENABLED:
+            return write.value
+        return float(write.value)
 
 
 def _reason(err: BalancerError) -> str:

@@ -11,7 +11,7 @@ device accepts (:func:`fallback_limit`, the one read-length rule of D2 and p81).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 import math
 
@@ -178,3 +178,74 @@ __all__ = [
     "parts_of",
     "split",
 ]
+
+
+class LivePlan:
+    """The live reads planned for one device, and what each register is for.
+
+    Planned again when the device's counts change, when a long read fails
+    (``max_read`` is lowered) and when an optional part goes unanswered or
+    is tried again; the client does the reading.
+    """
+
+    def __init__(self) -> None:
+        """Nothing planned yet."""
+        self.max_read = MAX_READ_REGISTERS
+        """Longest read the device answers (lowered by the fallback rule)."""
+        self.blocks: tuple[Block, ...] = ()
+        """The reads of one live poll."""
+        self.needed: dict[int, str] = {}
+        """Each planned register and the part it belongs to."""
+        self.verified: set[str] = set()
+        """Optional parts the device answered since they were planned in."""
+        self.counts: tuple[int, int] | None = None
+        """The (cells, sensors) planned for; None: the whole live block."""
+
+    def reset(self) -> None:
+        """Forget what was learnt (probing another variant)."""
+        self.max_read = MAX_READ_REGISTERS
+        self.verified.clear()
+        self.counts = None
+
+    def plan(
+        self,
+        table: ModbusTable,
+        cost: Cost,
+        unanswered: Container[str],
+        counts: tuple[int, int] | None = None,
+    ) -> None:
+        """Plan the reads for *counts* (cells, sensors), or for the ones planned.
+
+        Before any counts are known: the whole live block. Registers of the
+        optional parts in *unanswered* are left out and read around.
+        """
+        if counts is not None:
+            self.counts = counts
+        live = table.live
+        every = live_registers(live, live.max_cells, 0, OPTIONAL_LIVE_PARTS)
+        avoid = frozenset(reg for reg, part in every.items() if part in unanswered)
+        if self.counts is None:
+            block = live.block
+            self.needed = {
+                register: every.get(register, PART_LIVE)
+                for register in range(block.start, block.start + block.count)
+                if register not in avoid
+            }
+            if not avoid:
+                self.blocks = split(block, self.max_read)
+                return
+        else:
+            parts = [part for part in OPTIONAL_LIVE_PARTS if part not in unanswered]
+            self.needed = live_registers(live, *self.counts, parts)
+        self.blocks = best_plan(self.needed, cost, self.max_read, avoid)
+
+    def forget(self, block: Block) -> None:
+        """Drop a failed optional read and its registers from the plan."""
+        self.needed = {
+            reg: part for reg, part in self.needed.items() if reg not in block
+        }
+        self.blocks = tuple(b for b in self.blocks if b != block)
+
+    def parts(self, block: Block) -> frozenset[str]:
+        """The parts *block* reads."""
+        return parts_of(block, self.needed)

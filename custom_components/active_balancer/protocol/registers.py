@@ -262,3 +262,17 @@ A5_SETTING_PARTS: dict[Setting, str] = {
     Setting.DISCHARGE_OVERTEMPERATURE_ALARM: "temperature_thresholds",
     Setting.DISCHARGE_UNDERTEMPERATURE_ALARM: "temperature_thresholds",
 }
+
+
+def setting_part(variant: Variant, setting: Setting) -> str | None:
+    """The optional part of *variant*'s answers that holds *setting*, if any."""
+    if variant is Variant.A5:
+        return A5_SETTING_PARTS.get(setting)
+    table = MODBUS_TABLES[variant]
+    register = table.settings.get(setting)
+    if register is None:
+        return None
+    for block, part in zip(table.settings_blocks, table.settings_parts, strict=True):
+        if register.register in block:
+            return part
+    return None  # pragma: no cover - every setting lies in a block
