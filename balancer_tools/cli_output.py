@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from enum import Enum
 import json
 from typing import Any
@@ -68,9 +67,9 @@ def reading_json(reading: Reading) -> dict[str, Any]:
 def settings_json(settings: Settings) -> dict[str, Any]:
     """Every field of :class:`Settings`; enums as their string value."""
     result: dict[str, Any] = {}
-    for item in dataclasses.fields(settings):
-        value = getattr(settings, item.name)
-        result[item.name] = value.value if isinstance(value, Enum) else value
+    for setting in Setting:
+        value = settings.get(setting)
+        result[setting.value] = value.value if isinstance(value, Enum) else value
     return result
 
 
@@ -164,9 +163,9 @@ def format_reading(reading: Reading) -> str:
 def format_settings(settings: Settings) -> str:
     """Settings as a table."""
     lines = ["Settings"]
-    for item in dataclasses.fields(settings):
-        value = getattr(settings, item.name)
-        lines.append(f"  {item.name:<34} {format_setting(Setting(item.name), value)}")
+    for setting in Setting:
+        value = settings.get(setting)
+        lines.append(f"  {setting.value:<34} {format_setting(setting, value)}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 import json
 import math
@@ -447,6 +448,7 @@ async def test_diagnostics_are_plain_data() -> None:
 
 def test_settings_are_read_by_setting() -> None:
     """Every setting has its value in Settings, and a write replaces just it."""
+    assert [item.name for item in dataclasses.fields(Settings)] == list(Setting)
     settings = Settings(balance_delta_voltage=0.03, chemistry=Chemistry.NMC)
     assert {setting: settings.get(setting) for setting in Setting} == dict.fromkeys(
         Setting
