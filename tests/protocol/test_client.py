@@ -378,6 +378,17 @@ async def test_refusals_carry_typed_figures() -> None:
     assert vb.writes == []
 
 
+@pytest.mark.parametrize("address", [0, 16])
+def test_rs485_address_outside_the_switch_is_refused(address: int) -> None:
+    """Boards are numbered 1 to 15; nothing is opened for another number."""
+    link = SerialLink("socket://127.0.0.1:9")
+    with pytest.raises(OutOfRange) as refused:
+        BalancerClient(Bus(link), variant=Variant.P81, address=address)
+    assert refused.value.reason is RefusalReason.RANGE
+    assert (refused.value.minimum, refused.value.maximum) == (1, 15)
+    assert not link.is_open
+
+
 async def test_connect_and_poll_return_snapshots() -> None:
     """Each call returns what it left known; an older snapshot stays as it was."""
     vb = balancer(Variant.D2)

@@ -137,11 +137,6 @@ class BalancerClient:
         return self._info.variant if self._info else self._requested_variant
 
     @property
-    def address(self) -> int:
-        """The RS485 board number this client asks for (p81)."""
-        return self._address
-
-    @property
     def snapshot(self) -> Snapshot | None:
         """What is known now (as last returned), or None before :meth:`connect`."""
         if self._info is None or self._reading is None:
