@@ -38,6 +38,7 @@ from homeassistant.setup import async_setup_component
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.ha_helpers import all_entities_enabled, ble_service_info
 from balancer_tools.simulator import (
     FakeBleakClient,
     FakeConnector,
@@ -58,7 +59,6 @@ from custom_components.active_balancer.const import (
 )
 from custom_components.active_balancer.coordinator import BalancerCoordinator
 from custom_components.active_balancer.protocol import ble
-from tests.helpers import all_entities_enabled, ble_service_info
 
 from .common import BenchConfig, Traffic, median, mode, ms, snapshot
 

@@ -4,7 +4,7 @@ The Home Assistant test harness blocks sockets in every test. The virtual
 balancer's servers and the clients under test use real loopback TCP sockets,
 so sockets are allowed again; every server binds to 127.0.0.1 only.
 
-The fixtures below wrap ``tests/helpers.py``; they import it (and with it the
+The fixtures below wrap ``balancer_tools/ha_helpers.py``; they import it (and with it the
 integration) only when asked for: tests/e2e must import the integration only
 after their own conftest has configured pytest.
 """
@@ -28,7 +28,7 @@ def _allow_loopback_sockets(socket_enabled: None) -> None:
 @pytest.fixture
 def entity_registry_enabled_by_default() -> Iterator[None]:
     """Create every entity enabled, also those disabled by default."""
-    from tests.helpers import all_entities_enabled
+    from balancer_tools.ha_helpers import all_entities_enabled
 
     with all_entities_enabled():
         yield
@@ -41,7 +41,7 @@ def timings() -> Timings:
     Short ones, for a virtual balancer on loopback; a test module that needs
     others overrides this fixture.
     """
-    from tests.helpers import FAST_TIMINGS
+    from balancer_tools.ha_helpers import FAST_TIMINGS
 
     return FAST_TIMINGS
 
@@ -49,7 +49,7 @@ def timings() -> Timings:
 @pytest.fixture
 def short_timings(timings: Timings) -> Iterator[None]:
     """The buses the integration creates wait for ``timings``, not the defaults."""
-    from tests.helpers import bus_timings
+    from balancer_tools.ha_helpers import bus_timings
 
     with bus_timings(timings):
         yield

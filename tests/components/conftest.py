@@ -23,6 +23,7 @@ from pytest_homeassistant_custom_component.syrupy import (
 )
 from syrupy.assertion import SnapshotAssertion
 
+from balancer_tools.ha_helpers import BLE_ADDRESS, ble_service_info
 from balancer_tools.simulator import (
     FakeConnector,
     VirtualBalancer,
@@ -42,7 +43,6 @@ from custom_components.active_balancer.const import (
     TRANSPORT_SERIAL,
 )
 from custom_components.active_balancer.protocol import Chemistry
-from tests.helpers import BLE_ADDRESS, ble_service_info
 
 
 @pytest.fixture(autouse=True)

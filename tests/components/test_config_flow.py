@@ -37,6 +37,13 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 import serialx
 
+from balancer_tools.ha_helpers import (
+    BLE_ADDRESS,
+    BLE_NAME,
+    FAST_TIMINGS,
+    ble_service_info,
+    bus_timings,
+)
 from balancer_tools.simulator import (
     FakeConnector,
     Faults,
@@ -77,13 +84,6 @@ from custom_components.active_balancer.protocol.frames import (
 from custom_components.active_balancer.protocol.registers import (
     D2_TABLE,
     MODBUS_TABLES,
-)
-from tests.helpers import (
-    BLE_ADDRESS,
-    BLE_NAME,
-    FAST_TIMINGS,
-    ble_service_info,
-    bus_timings,
 )
 
 from .conftest import (

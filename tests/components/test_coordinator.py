@@ -22,6 +22,7 @@ from homeassistant.helpers.entity import Entity
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from balancer_tools.ha_helpers import BLE_ADDRESS, ble_service_info
 from balancer_tools.simulator import (
     FakeConnector,
     Faults,
@@ -35,7 +36,6 @@ from custom_components.active_balancer.const import (
     DOMAIN,
     TRANSPORT_BLE,
 )
-from tests.helpers import BLE_ADDRESS, ble_service_info
 
 from .conftest import async_next_poll, inject_advertisement, setup_entry
 

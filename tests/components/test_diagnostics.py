@@ -13,6 +13,7 @@ from pytest_homeassistant_custom_component.components.diagnostics import (
 from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
 from syrupy.assertion import SnapshotAssertion
 
+from balancer_tools.ha_helpers import BLE_ADDRESS
 from balancer_tools.simulator import (
     FakeConnector,
     VirtualBalancer,
@@ -21,7 +22,6 @@ from balancer_tools.simulator import (
 from custom_components.active_balancer.diagnostics import _scrubber
 from custom_components.active_balancer.protocol import Alarm, Alarms
 from custom_components.active_balancer.protocol.registers import ModbusTable
-from tests.helpers import BLE_ADDRESS
 
 from .conftest import async_next_poll, setup_entry
 

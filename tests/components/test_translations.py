@@ -23,6 +23,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 import serialx
 
+from balancer_tools.ha_helpers import BLE_ADDRESS
 from balancer_tools.simulator import (
     Faults,
     VirtualBalancer,
@@ -37,7 +38,6 @@ from custom_components.active_balancer.const import (
 )
 from custom_components.active_balancer.coordinator import REFUSALS
 from custom_components.active_balancer.protocol import RefusalReason
-from tests.helpers import BLE_ADDRESS
 
 from .conftest import SERIAL_PORT_SOURCE, serial_entry_data
 

@@ -31,6 +31,7 @@ import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from balancer_tools import cli, cli_args
+from balancer_tools.ha_helpers import BLE_ADDRESS, BLE_NAME, ble_service_info
 from balancer_tools.simulator import (
     FakeConnector,
     TcpServer,
@@ -65,7 +66,6 @@ from custom_components.active_balancer.protocol.registers import (
 from custom_components.active_balancer.protocol.rules import RULES
 from custom_components.active_balancer.protocol.serial import SerialLink
 from tests.e2e.http_config import http_yaml, write_http_store
-from tests.helpers import BLE_ADDRESS, BLE_NAME, ble_service_info
 
 from .conftest import serial_data
 

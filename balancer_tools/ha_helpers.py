@@ -1,4 +1,4 @@
-"""Test helpers shared by the components, reliability and bench tests.
+"""Home Assistant helpers shared by the tests and the benchmark.
 
 One builder of a Bluetooth advertisement, one way to create every entity
 enabled, and one seam for the waiting times of the buses the integration
