@@ -159,10 +159,13 @@ class CoordinatorLane(Lane):
                     blocking=True,
                 )
             else:
+                # In the unit the entity shows (the delta in mV), as a user
+                # would enter it.
+                shown = round(float(value) * _number_scale(setting), 6)
                 await hass.services.async_call(
                     "number",
                     "set_value",
-                    {"entity_id": entity_id, "value": value},
+                    {"entity_id": entity_id, "value": shown},
                     blocking=True,
                 )
         finally:
@@ -263,6 +266,13 @@ async def run_coordinator_soak(
         coordinator_logger.setLevel(level)
     await hass.async_block_till_done()
     return stats, await watch.finish()
+
+
+def _number_scale(setting: Setting) -> int:
+    """Shown units per unit of the rules for *setting*'s number entity."""
+    from custom_components.active_balancer.number import NUMBERS  # noqa: PLC0415
+
+    return next(item.scale for item in NUMBERS if item.setting is setting)
 
 
 def writable_entities(hass: HomeAssistant, entry_id: str) -> dict[str, str]:

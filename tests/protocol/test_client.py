@@ -389,6 +389,42 @@ def test_rs485_address_outside_the_switch_is_refused(address: int) -> None:
     assert not link.is_open
 
 
+async def test_alarm_checked_against_what_the_device_holds_when_unread() -> None:
+    """The other alarm went unread: it is read before the write is checked.
+
+    The vendor app lowered the over-voltage alarm meanwhile; an under-voltage
+    alarm above it is refused, not written blind.
+    """
+    vb = balancer(Variant.D2)
+    settings_block = (0x80, 0x80 + 0x28)
+    async with rig("tcp", vb) as r:
+        client = r.client(variant=Variant.D2)
+        await client.connect()
+        vb.cell_overvoltage_alarm = 3.0
+        vb.quirks.refuse_registers.append(settings_block)
+        unread = await client.read_settings()
+        assert unread.settings.cell_overvoltage_alarm is None
+        vb.quirks.refuse_registers.remove(settings_block)
+        with pytest.raises(OutOfRange) as refused:
+            await client.write(Setting.CELL_UNDERVOLTAGE_ALARM, 3.1)
+    assert refused.value.reason is RefusalReason.ALARM_ORDER
+    assert refused.value.maximum == 3.0
+    assert vb.writes == []
+
+
+async def test_alarm_not_written_while_the_other_cannot_be_read() -> None:
+    """Nothing is written when the alarm to compare with stays unreadable."""
+    vb = balancer(Variant.D2)
+    async with rig("tcp", vb) as r:
+        client = r.client(variant=Variant.D2)
+        await client.connect()
+        vb.quirks.refuse_registers.append((0x80, 0x80 + 0x28))
+        await client.read_settings()
+        with pytest.raises(BalancerTimeout, match="cell_overvoltage_alarm could not"):
+            await client.write(Setting.CELL_UNDERVOLTAGE_ALARM, 2.9)
+    assert vb.writes == []
+
+
 async def test_connect_and_poll_return_snapshots() -> None:
     """Each call returns what it left known; an older snapshot stays as it was."""
     vb = balancer(Variant.D2)

@@ -54,6 +54,7 @@ from .writes import (
     check_under_lock,
     confirmed_value,
     prepare_write,
+    unknown_dependency,
     writable_settings,
 )
 
@@ -622,11 +623,19 @@ class BalancerClient:
         # the device may have taken the value even though its answer was lost.
         self._polls_since_settings = self._settings_every
         async with self._write_lock:
-            if self._settings_doubtful:
+            if self._settings_doubtful or unknown_dependency(write, self._settings):
                 # An earlier write failed after it was sent and may have been
-                # taken: the rules must compare with what the device holds.
+                # taken, or the setting this one is checked against went
+                # unanswered: the rules must compare with what the device holds.
                 await self._read_settings(write.variant)
                 self._settings_doubtful = False
+            other = unknown_dependency(write, self._settings)
+            if other is not None:
+                msg = (
+                    f"{other.value} could not be read to check {write.setting.value} "
+                    "against it; nothing was written"
+                )
+                raise BalancerTimeout(msg)
             check_under_lock(write, self._settings)
             self._settings_doubtful = True
             await self.bus.exchange(

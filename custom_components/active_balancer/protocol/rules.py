@@ -88,44 +88,61 @@ def check_value(
     *chemistry* the device is set to, a balance start voltage must lie in its
     voltage range (the devices set the chemistry; this package never writes
     it). Raises :class:`OutOfRange`, or :class:`NotSupported` for a setting
-    that is never written. The rule that compares two settings is
-    :func:`check_against`.
+    that is never written. :func:`check_against` applies the rules against
+    the other settings again, with what the device holds right before a write.
     """
     rule = RULES.get(setting)
     if rule is None:
         msg = f"{setting.value} cannot be written"
         raise NotSupported(msg)
     number = float(value)
-    if (
-        setting is Setting.BALANCE_START_VOLTAGE
-        and chemistry is not None
-        and math.isfinite(number)
-    ):
-        low, high = chemistry.voltage_range
-        if not low - 1e-9 <= number <= high + 1e-9:
-            msg = (
-                f"balance_start_voltage must be between {low:g} and {high:g} V for "
-                f"{chemistry.name} cells; {number:g} V was refused"
-            )
-            raise OutOfRange(
-                msg,
-                reason=RefusalReason.CHEMISTRY,
-                setting=setting,
-                value=number,
-                minimum=low,
-                maximum=high,
-                unit=rule.unit,
-                chemistry=chemistry,
-            )
+    if math.isfinite(number):
+        _check_chemistry(setting, number, chemistry)
     return rule.check(setting, number)
+
+
+def _check_chemistry(
+    setting: Setting, number: float, chemistry: Chemistry | None
+) -> None:
+    """A balance start voltage must lie in the range of the cells' chemistry."""
+    if setting is not Setting.BALANCE_START_VOLTAGE or chemistry is None:
+        return
+    low, high = chemistry.voltage_range
+    if low - 1e-9 <= number <= high + 1e-9:
+        return
+    msg = (
+        f"balance_start_voltage must be between {low:g} and {high:g} V for "
+        f"{chemistry.name} cells; {number:g} V was refused"
+    )
+    raise OutOfRange(
+        msg,
+        reason=RefusalReason.CHEMISTRY,
+        setting=setting,
+        value=number,
+        minimum=low,
+        maximum=high,
+        unit=RULES[setting].unit,
+        chemistry=chemistry,
+    )
+
+
+DEPENDS_ON: dict[Setting, Setting] = {
+    Setting.BALANCE_START_VOLTAGE: Setting.CHEMISTRY,
+    Setting.CELL_OVERVOLTAGE_ALARM: Setting.CELL_UNDERVOLTAGE_ALARM,
+    Setting.CELL_UNDERVOLTAGE_ALARM: Setting.CELL_OVERVOLTAGE_ALARM,
+}
+"""The other setting each of these is checked against (:func:`check_against`)."""
 
 
 def check_against(setting: Setting, number: float, current: Settings) -> None:
     """Check a value that passed :func:`check_value` against the other settings.
 
-    *current* holds the settings last read from the device: the over-voltage
-    alarm must stay above the under-voltage alarm. Raises :class:`OutOfRange`.
+    *current* holds the settings the device holds now, as far as known: the
+    balance start voltage lies in the chemistry's range, and the over-voltage
+    alarm stays above the under-voltage alarm (see :data:`DEPENDS_ON`).
+    Raises :class:`OutOfRange`.
     """
+    _check_chemistry(setting, number, current.chemistry)
     over, under = current.cell_overvoltage_alarm, current.cell_undervoltage_alarm
     if setting is Setting.CELL_OVERVOLTAGE_ALARM and under is not None:
         minimum, maximum, over = under, None, number

@@ -14,7 +14,7 @@ from . import codec
 from .errors import NotSupported, OutOfRange, RefusalReason, WriteNotConfirmed
 from .model import Setting, Settings, SettingValue, Variant
 from .registers import MODBUS_TABLES, SettingRegister
-from .rules import RULES, check_against, check_value
+from .rules import DEPENDS_ON, RULES, check_against, check_value
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +75,20 @@ def prepare_write(
     return PreparedWrite(setting, number, variant, register, raw)
 
 
+def unknown_dependency(write: PreparedWrite, settings: Settings) -> Setting | None:
+    """The setting *write* is checked against, if the device has it but it is
+    not known now (its read went unanswered): the check would be blind."""
+    other = DEPENDS_ON.get(write.setting)
+    if other is None or settings.get(other) is not None:
+        return None
+    return other if other in MODBUS_TABLES[write.variant].settings else None
+
+
 def check_under_lock(write: PreparedWrite, settings: Settings) -> None:
     """The checks that depend on what the device holds right before the write.
 
-    The over-voltage alarm above the under-voltage alarm, and, for a register
-    no capture confirms, a plausible value in it now. Raises
+    The rules against the other settings (:func:`~.rules.check_against`), and,
+    for a register no capture confirms, a plausible value in it now. Raises
     :class:`OutOfRange` or :class:`NotSupported`.
     """
     check_against(write.setting, write.value, settings)
