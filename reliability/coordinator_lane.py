@@ -24,6 +24,7 @@ from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry, flush_store
 
+from balancer_tools.ha_helpers import bus_timings
 from custom_components.active_balancer.const import (
     CONF_BAUDRATE,
     CONF_PORT,
@@ -72,7 +73,9 @@ async def test_coordinator_lane(hass: HomeAssistant, report_path: Path) -> None:
             unique_id="soak-1",
         )
         entry.add_to_hass(hass)
-        assert await hass.config_entries.async_setup(entry.entry_id)
+        # The lane's waiting times, for the bus the integration creates.
+        with bus_timings(config.timings):
+            assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
         # Registries save 10 s after a change: save now, not during the run.
         await flush_store(er.async_get(hass)._store)

@@ -128,12 +128,9 @@ async def client_lane(
     if name == "ble":
         balancer = soak_balancer(Variant.D2, seed)
         connector = fake_connector(balancer)
-        ble = BleLink(
-            fake_device(), base_timeout=config.base_timeout, connector=connector
-        )
-        ble.byte_time = config.byte_time
+        ble = BleLink(fake_device(), connector=connector, timings=config.timings)
         closers.append(connector.close)
-        bus = Bus(ble, settle=config.settle, late_window=config.late_window)
+        bus = Bus(ble, timings=config.timings)
         client = BalancerClient(bus, variant=Variant.D2)
         ble_lane = _BleClientLane(
             name=name,
@@ -155,9 +152,8 @@ async def client_lane(
         )
         await server.start()
         closers.append(server.close)
-        link = SerialLink(server.url, config.baudrate, base_timeout=config.base_timeout)
-        link.byte_time = config.byte_time
-        bus = Bus(link, settle=config.settle, late_window=config.late_window)
+        link = SerialLink(server.url, config.baudrate, timings=config.timings)
+        bus = Bus(link, timings=config.timings)
         client = BalancerClient(bus, variant=variant, address=balancer.address)
         lane = ClientLane(
             name=name,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from custom_components.active_balancer.const import MIN_POLL_INTERVAL
+from custom_components.active_balancer.protocol import Timings
 
 ROOT = Path(__file__).resolve().parents[2]
 LANES = ("tcp", "pty", "ble", "coordinator")
@@ -69,6 +70,20 @@ class SoakConfig:
     """The answer timeout is at least this many times a typical poll (the
     90th percentile of the calibration polls): on a slow machine, or under
     coverage tracing, a slow event loop is not a fault of the line."""
+
+    @property
+    def timings(self) -> Timings:
+        """The waiting times every lane's bus and link start with.
+
+        The answer timeout is then calibrated on the lane's own line.
+        """
+        return Timings(
+            serial_timeout=self.base_timeout,
+            ble_timeout=self.base_timeout,
+            settle=self.settle,
+            late_window=self.late_window,
+            byte_time=self.byte_time,
+        )
 
     def lane_polls(self) -> dict[str, int]:
         """Polls of each lane: the total shared out evenly."""

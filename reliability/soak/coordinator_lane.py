@@ -83,12 +83,7 @@ class CoordinatorLane(Lane):
         self.coordinator = coordinator
         self.entities = dict(entities)
         self.server = server
-        bus = client.bus
-        bus.settle = config.settle
-        bus.late_window = config.late_window
-        bus.link.base_timeout = config.base_timeout
-        bus.link.byte_time = config.byte_time
-        tap_bus(bus, self)
+        tap_bus(client.bus, self)
         self._wrap_client_write()
 
     def _wrap_client_write(self) -> None:
