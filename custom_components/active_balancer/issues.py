@@ -26,6 +26,8 @@ class Observed:
     """What the conditions look at: the last poll and the run before it."""
 
     snapshot: Snapshot
+    implausible: list[int]
+    """Numbers of this poll's cells outside the chemistry's range."""
     implausible_polls: int
     """Polls in a row with a cell outside the chemistry's range."""
 
@@ -73,7 +75,7 @@ def _chemistry_name(chemistry: Chemistry | None) -> str:
 def _miswired(observed: Observed) -> dict[str, str]:
     low, high = cell_range(observed.snapshot.settings.chemistry)
     return {
-        "cells": ", ".join(map(str, implausible_cells(observed.snapshot))),
+        "cells": ", ".join(map(str, observed.implausible)),
         "chemistry": _chemistry_name(observed.snapshot.settings.chemistry),
         "low": f"{low:g}",
         "high": f"{high:g}",
@@ -130,11 +132,12 @@ class BalancerIssues:
     @callback
     def async_update(self, snapshot: Snapshot) -> None:
         """Raise or clear every issue after a successful poll."""
-        if implausible_cells(snapshot):
+        implausible = implausible_cells(snapshot)
+        if implausible:
             self._implausible_polls += 1
         else:
             self._implausible_polls = 0
-        observed = Observed(snapshot, self._implausible_polls)
+        observed = Observed(snapshot, implausible, self._implausible_polls)
         for repair in REPAIRS:
             if not repair.active(observed):
                 ir.async_delete_issue(self._hass, DOMAIN, self._issue_id(repair))
