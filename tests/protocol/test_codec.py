@@ -28,7 +28,7 @@ from custom_components.active_balancer.protocol.registers import (
     ModbusTable,
     SettingRegister,
 )
-from custom_components.active_balancer.protocol.rules import RULES, validate
+from custom_components.active_balancer.protocol.rules import RULES, check_value
 
 from . import captured as cap
 
@@ -416,7 +416,7 @@ def test_d2_setting_round_trip(
     rule = RULES[setting]
     steps = round((rule.maximum - rule.minimum) / rule.step)
     value = rule.minimum + data.draw(st.integers(0, steps)) * rule.step
-    number = validate(setting, value, Settings())
+    number = check_value(setting, value)
     raw = register.encode(number)
     assert 0 <= raw <= 0xFFFF
     request = codec.write_request(Variant.D2, 1, register, raw)

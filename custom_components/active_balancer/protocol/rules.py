@@ -164,10 +164,3 @@ def check_against(setting: Setting, number: float, current: Settings) -> None:
             maximum=maximum,
             unit="V",
         )
-
-
-def validate(setting: Setting, value: float | bool, current: Settings) -> float:
-    """Both checks at once: :func:`check_value`, then :func:`check_against`."""
-    number = check_value(setting, value, current.chemistry)
-    check_against(setting, number, current)
-    return number
