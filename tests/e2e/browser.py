@@ -42,6 +42,27 @@ VIEWPORT = {"width": 1280, "height": 900}
 UI_TIMEOUT_MS = 30_000
 
 
+def open_page(context: BrowserContext) -> tuple[Page, list[str]]:
+    """A new page, with what its console and its uncaught errors print.
+
+    Also waits up to :data:`UI_TIMEOUT_MS` in every ``expect`` (Home
+    Assistant's frontend loads slowly the first time).
+    """
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
+    page = context.new_page()
+    console: list[str] = []
+    page.on(
+        "console", lambda message: console.append(f"{message.type}: {message.text}")
+    )
+    page.on(
+        "pageerror",
+        lambda error: console.append(f"pageerror: {error.message}\n{error.stack}"),
+    )
+    return page, console
+
+
 def chromium_context(profile: Path, **options: Any) -> Iterator[BrowserContext]:
     """A fresh headless Chromium profile in *profile* (for a module fixture).
 

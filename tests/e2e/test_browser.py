@@ -24,13 +24,13 @@ from custom_components.active_balancer.const import DOMAIN
 from custom_components.active_balancer.protocol import Variant
 
 from .browser import (
-    UI_TIMEOUT_MS,
     VIEWPORT,
     Shots,
     Ui,
     chromium_context,
     entity_row,
     log_in,
+    open_page,
 )
 from .hass import ARTIFACTS, INTEGRATION, HassProcess
 from .virtual import BalancerThread
@@ -84,18 +84,7 @@ def test_add_and_use_a_balancer_in_the_browser(
     screenshots: Path,
 ) -> None:
     """Log in, add the balancer, read it on its device page, change a setting."""
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    page = context.new_page()
-    console: list[str] = []
-    page.on(
-        "console", lambda message: console.append(f"{message.type}: {message.text}")
-    )
-    page.on(
-        "pageerror",
-        lambda error: console.append(f"pageerror: {error.message}\n{error.stack}"),
-    )
+    page, console = open_page(context)
     ui = Ui(hass, balancer_thread, balancer, page, Shots(page, screenshots))
     try:
         log_in(ui, shot="login")

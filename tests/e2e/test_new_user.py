@@ -31,13 +31,13 @@ import pytest
 from custom_components.active_balancer.const import DOMAIN
 
 from .browser import (
-    UI_TIMEOUT_MS,
     VIEWPORT,
     Shots,
     Ui,
     chromium_context,
     entity_row,
     log_in,
+    open_page,
 )
 from .hass import ARTIFACTS, INTEGRATION, HassProcess
 from .virtual import BalancerThread
@@ -184,14 +184,7 @@ def test_new_user(
     balancer: VirtualBalancer,
 ) -> None:
     """Add, refuse a duplicate, read the device page, change the delta, history."""
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=UI_TIMEOUT_MS)
-    page = context.new_page()
-    console: list[str] = []
-    page.on(
-        "console", lambda message: console.append(f"{message.type}: {message.text}")
-    )
+    page, console = open_page(context)
     folder = ARTIFACTS / "new-user"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
